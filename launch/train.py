@@ -15,6 +15,14 @@ import argparse
 import os
 import sys
 
+from rmt_scale.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    RankZeroError,
+    UnsupportedModelError,
+)
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -32,13 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # Imported after argument parsing so that --help is instant.
-    from rmt_scale.checkpoint import CheckpointError
-    from rmt_scale.config import ConfigError
-    from rmt_scale.data import DataError
-    from rmt_scale.distributed import RankZeroError, teardown
-    from rmt_scale.memory import UnsupportedModelError
-    from rmt_scale.train_config import load_train_config
-    from rmt_scale.trainer import train
+    from rmt_scale.distributed import teardown
+    from rmt_scale.training.config import load_train_config
+    from rmt_scale.training.loop import train
 
     try:
         config = load_train_config(args.config, args.overrides)

@@ -1,7 +1,7 @@
 """RMTConfig: the settings of the recurrent memory wrapper.
 
 The training run's own configuration (data, curriculum, optimizer, DeepSpeed) lives in
-`rmt_scale.train_config`; this module holds only what the memory-augmented model needs, because a
+`rmt_scale.training.config`; this module holds only what the memory-augmented model needs, because a
 saved adapter carries it and inference needs nothing else.
 """
 
@@ -11,9 +11,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key and what to do."""
+from rmt_scale.errors import ConfigError
 
 
 @dataclass

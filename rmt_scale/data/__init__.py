@@ -1,6 +1,6 @@
 """Data for recurrent-memory training: bAbI, BABILong-style samples, LM text, collation."""
 
-from .babi import (
+from rmt_scale.data.babi import (
     BabiSample,
     find_task_file,
     format_babi_lines,
@@ -9,7 +9,7 @@ from .babi import (
     parse_babi_lines,
     split_by_story,
 )
-from .babilong import (
+from rmt_scale.data.babilong import (
     LENGTHS,
     PROMPT_TEMPLATE,
     TARGET_TEMPLATE,
@@ -21,12 +21,11 @@ from .babilong import (
     parse_length,
     task_labels,
 )
-from .collate import LeftPadCollator
-from .errors import DataError
-from .generator import GENERATED_TASKS, generate_babi
-from .hub import load_babi_hub
-from .lm import lm_dataset
-from .noise import (
+from rmt_scale.data.collate import LeftPadCollator
+from rmt_scale.data.generator import GENERATED_TASKS, generate_babi
+from rmt_scale.data.hub import load_babi_hub
+from rmt_scale.data.lm import lm_dataset
+from rmt_scale.data.noise import (
     BookNoise,
     FillerNoise,
     NoiseSource,
@@ -35,8 +34,8 @@ from .noise import (
     split_sentences,
     strip_gutenberg,
 )
-from .pipeline import IGNORE_INDEX, babilong_dataset, load_babi_samples
-from .synthetic import KeyRecallDataset, key_recall_accuracy
+from rmt_scale.data.pipeline import IGNORE_INDEX, babilong_dataset, load_babi_samples
+from rmt_scale.data.synthetic import KeyRecallDataset, key_recall_accuracy
 
 __all__ = [
     "GENERATED_TASKS",

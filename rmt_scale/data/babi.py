@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError, read_utf8
+from rmt_scale.data.text import read_utf8
+from rmt_scale.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .babi import BabiSample
-from .errors import DataError
-from .noise import NoiseSource
+from rmt_scale.data.babi import BabiSample
+from rmt_scale.data.noise import NoiseSource
+from rmt_scale.errors import DataError
 
 PROMPT_TEMPLATE = "{context}\nQuestion: {question}\nAnswer:"
 """The prompt: context (facts + noise), question, and the cue the answer follows."""

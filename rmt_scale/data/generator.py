@@ -17,8 +17,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .babi import BabiSample, format_babi_lines, parse_babi_lines
-from .errors import DataError
+from rmt_scale.data.babi import BabiSample, format_babi_lines, parse_babi_lines
+from rmt_scale.errors import DataError
 
 PEOPLE = ("Mary", "John", "Sandra", "Daniel")
 PLACES = ("bathroom", "hallway", "garden", "office", "bedroom", "kitchen")

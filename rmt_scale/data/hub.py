@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from .babi import BabiSample, parse_babi_lines, task_number
-from .errors import DataError
+from rmt_scale.data.babi import BabiSample, parse_babi_lines, task_number
+from rmt_scale.errors import DataError
 
 logger = logging.getLogger(__name__)
 

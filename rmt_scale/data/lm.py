@@ -17,9 +17,9 @@ from typing import Any
 
 import datasets
 
-from .caching import cache_key, file_stamps, tokenizer_hash
-from .errors import DataError
-from .noise import normalize_text, strip_gutenberg
+from rmt_scale.data.caching import cache_key, file_stamps, tokenizer_hash
+from rmt_scale.data.noise import normalize_text, strip_gutenberg
+from rmt_scale.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .errors import DataError, read_utf8
+from rmt_scale.data.text import read_utf8
+from rmt_scale.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import datasets
 
-from .babi import BabiSample, load_babi_dir, task_number
-from .babilong import (
+from rmt_scale.data.babi import BabiSample, load_babi_dir, task_number
+from rmt_scale.data.babilong import (
     PROMPT_TEMPLATE,
     TARGET_TEMPLATE,
     TokenCounter,
@@ -36,11 +36,11 @@ from .babilong import (
     parse_length,
     sample_rng,
 )
-from .caching import cache_key, file_stamps, tokenizer_hash
-from .errors import DataError
-from .generator import generate_babi, require_generator
-from .hub import load_babi_hub
-from .noise import NoiseSource, load_noise
+from rmt_scale.data.caching import cache_key, file_stamps, tokenizer_hash
+from rmt_scale.data.generator import generate_babi, require_generator
+from rmt_scale.data.hub import load_babi_hub
+from rmt_scale.data.noise import NoiseSource, load_noise
+from rmt_scale.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,8 @@ Batch sizes have one source of truth, the training config: the DeepSpeed JSON le
 and `fill_ds_config` fills them; a number forced in the JSON that disagrees is an error.
 """
 
-from .checkpoint_reader import (  # noqa: F401
-    CheckpointReadError,
-    read_trainable_weights,
-)
-from .engine import (  # noqa: F401
+from rmt_scale.distributed.checkpoint_reader import read_trainable_weights  # noqa: F401
+from rmt_scale.distributed.engine import (  # noqa: F401
     UNIVERSAL_DIR,
     create_engine,
     describe_partitioning,
@@ -35,8 +32,7 @@ from .engine import (  # noqa: F401
     trainable_state_dict,
     zero_stage,
 )
-from .process import (  # noqa: F401
-    RankZeroError,
+from rmt_scale.distributed.process import (  # noqa: F401
     all_reduce_sum,
     barrier,
     device,

@@ -9,14 +9,12 @@ from typing import TypeVar
 
 import torch
 
+from rmt_scale.errors import CheckpointError
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-
-
-class CheckpointReadError(ValueError):
-    """A DeepSpeed checkpoint that is missing files, truncated or not what it claims to be."""
 
 
 def _safe_load(path: Path) -> dict:
@@ -35,14 +33,14 @@ def _safe_load(path: Path) -> dict:
         with torch.serialization.safe_globals(allowed):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointReadError(f"{path}: missing") from None
+        raise CheckpointError(f"{path}: missing") from None
     except Exception as err:  # noqa: BLE001 - torch raises many types for truncated/foreign files
         text = str(err).strip()
         unsafe = [line.strip() for line in text.splitlines() if "Unsupported global" in line]
         first = unsafe[0].split(" was not")[0] if unsafe else (text.splitlines()[0] if text else type(err).__name__)
-        raise CheckpointReadError(f"{path}: unreadable, truncated or unsafe to load ({first})") from None
+        raise CheckpointError(f"{path}: unreadable, truncated or unsafe to load ({first})") from None
     if not isinstance(state, dict):
-        raise CheckpointReadError(f"{path}: not a DeepSpeed checkpoint file")
+        raise CheckpointError(f"{path}: not a DeepSpeed checkpoint file")
     return state
 
 
@@ -62,7 +60,7 @@ def read_trainable_weights(ds_dir: str | Path) -> dict[str, torch.Tensor]:
         {parameter name of the wrapped model: fp32 tensor}.
 
     Raises:
-        CheckpointReadError: Missing or truncated files, or partitions that do not add up.
+        CheckpointError: Missing or truncated files, or partitions that do not add up.
     """
     from deepspeed.checkpoint.constants import (
         FP32_FLAT_GROUPS,
@@ -75,32 +73,32 @@ def read_trainable_weights(ds_dir: str | Path) -> dict[str, torch.Tensor]:
 
     ds_dir = Path(ds_dir)
     if not ds_dir.is_dir():
-        raise CheckpointReadError(f"{ds_dir}: no DeepSpeed checkpoint directory")
+        raise CheckpointError(f"{ds_dir}: no DeepSpeed checkpoint directory")
     model_files = sorted(ds_dir.glob("*model_states.pt"))
     if not model_files:
-        raise CheckpointReadError(f"{ds_dir}: no *_model_states.pt file")
+        raise CheckpointError(f"{ds_dir}: no *_model_states.pt file")
     model_state = _safe_load(model_files[0])
     stage = int(model_state.get("ds_config", {}).get("zero_optimization", {}).get("stage", 0))
     if PARAM_SHAPES not in model_state or "module" not in model_state:
-        raise CheckpointReadError(f"{model_files[0]}: not a DeepSpeed model-state file")
+        raise CheckpointError(f"{model_files[0]}: not a DeepSpeed model-state file")
     if stage == 0:
         # Without ZeRO there are no partitions and no param_shapes: the module dict holds the
         # weights themselves, only the trainable ones (saved with exclude_frozen_parameters).
         module = model_state["module"] or {}
         if not module:
-            raise CheckpointReadError(f"{model_files[0]}: holds no weights")
+            raise CheckpointError(f"{model_files[0]}: holds no weights")
         return {name: tensor.detach().float().clone() for name, tensor in module.items()}
     # [{name: shape}] per parameter group, in the order of the flat fp32 groups.
     shapes = [{name: torch.Size(shape) for name, shape in group.items()} for group in model_state[PARAM_SHAPES]]
 
     optim_files = sorted(ds_dir.glob("*_optim_states.pt"), key=_rank_of)
     if not optim_files:
-        raise CheckpointReadError(f"{ds_dir}: ZeRO stage {stage} checkpoint without *_optim_states.pt files")
+        raise CheckpointError(f"{ds_dir}: ZeRO stage {stage} checkpoint without *_optim_states.pt files")
     states = [_safe_load(path)[OPTIMIZER_STATE_DICT] for path in optim_files]
     count = states[0][PARTITION_COUNT]
     count = max(count) if isinstance(count, list) else int(count)
     if count != len(optim_files) or [_rank_of(p) for p in optim_files] != list(range(count)):
-        raise CheckpointReadError(f"{ds_dir}: written by {count} ranks but holds the optimizer files of "
+        raise CheckpointError(f"{ds_dir}: written by {count} ranks but holds the optimizer files of "
                                   f"ranks {[_rank_of(p) for p in optim_files]}; a partial checkpoint?")
     if stage == 3:
         flat = [torch.cat([g.detach().float().reshape(-1) for g in s[FP32_FLAT_GROUPS]]) for s in states]
@@ -125,13 +123,13 @@ def _unflatten_zero3(flat: list[torch.Tensor], shapes: list[dict], where: Path) 
         for name, shape in group.items():
             part = -(-shape.numel() // world)  # ceil
             if offset + part > flat[0].numel():
-                raise CheckpointReadError(f"{where}: the fp32 partitions are shorter than the parameters they "
+                raise CheckpointError(f"{where}: the fp32 partitions are shorter than the parameters they "
                                           "should hold (truncated or from another model)")
             pieces = [f[offset:offset + part] for f in flat]
             weights[name] = torch.cat(pieces)[: shape.numel()].view(shape).clone()
             offset += part
     if offset != flat[0].numel():
-        raise CheckpointReadError(f"{where}: {flat[0].numel() - offset} fp32 elements per rank left over")
+        raise CheckpointError(f"{where}: {flat[0].numel() - offset} fp32 elements per rank left over")
     return weights
 
 
@@ -145,7 +143,7 @@ def _unflatten_zero12(groups: list[list[torch.Tensor]], shapes: list[dict], padd
         offset = 0
         for param_index, (name, shape) in enumerate(group.items()):
             if offset + shape.numel() > vector.numel():
-                raise CheckpointReadError(f"{where}: the fp32 partitions are shorter than the parameters "
+                raise CheckpointError(f"{where}: the fp32 partitions are shorter than the parameters "
                                           "they should hold (truncated or from another model)")
             weights[name] = vector[offset:offset + shape.numel()].view(shape).clone()
             offset += shape.numel()
@@ -153,6 +151,6 @@ def _unflatten_zero12(groups: list[list[torch.Tensor]], shapes: list[dict], padd
                 offset += paddings[index][param_index]
         align = 2 * world  # the end of a group is padded to a multiple of 2 x ranks
         if -(-offset // align) * align != -(-vector.numel() // align) * align:
-            raise CheckpointReadError(f"{where}: used {offset} of {vector.numel()} fp32 elements of group "
+            raise CheckpointError(f"{where}: used {offset} of {vector.numel()} fp32 elements of group "
                                       f"{index}; the checkpoint does not match its parameter shapes")
     return weights

@@ -17,9 +17,9 @@ import torch
 from deepspeed.accelerator import get_accelerator
 from torch import nn
 
-from ..config import ConfigError
-from ..train_config import TrainConfig
-from .process import _on_rank0, barrier, is_main
+from rmt_scale.distributed.process import _on_rank0, barrier, is_main
+from rmt_scale.errors import ConfigError
+from rmt_scale.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,6 +13,8 @@ import deepspeed
 import torch
 from deepspeed.accelerator import get_accelerator
 
+from rmt_scale.errors import RankZeroError
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -122,14 +124,6 @@ def _on_rank0(work: Callable[[], T], catch: tuple[type[BaseException], ...], pre
         name, message = failure[0]
         raise RankZeroError(message, name)
     return result
-
-
-class RankZeroError(ValueError):
-    """An error raised on rank 0 and handed to every rank, so that all of them stop."""
-
-    def __init__(self, message: str, kind: str):
-        super().__init__(message)
-        self.kind = kind
 
 
 # --- precision and the DeepSpeed JSON ----------------------------------------------------------

@@ -9,11 +9,16 @@
 | `plots.py` | accuracy heatmap and per-segment loss plot (matplotlib, Agg) |
 """
 
-from .accuracy import EvalReport, evaluate_babilong, parse_lengths, parse_tasks
-from .models import EvalModel, generate_answers, load_eval_model
-from .perplexity import SegmentReport, evaluate_segments
-from .plots import plot_accuracy_heatmap, plot_segment_losses
-from .scoring import BABILONG_TASK_LABELS, candidate_labels, compare_answers, first_sentence
+from rmt_scale.evaluation.accuracy import EvalReport, evaluate_babilong, parse_lengths, parse_tasks
+from rmt_scale.evaluation.models import EvalModel, generate_answers, load_eval_model
+from rmt_scale.evaluation.perplexity import SegmentReport, evaluate_segments
+from rmt_scale.evaluation.plots import plot_accuracy_heatmap, plot_segment_losses
+from rmt_scale.evaluation.scoring import (
+    BABILONG_TASK_LABELS,
+    candidate_labels,
+    compare_answers,
+    first_sentence,
+)
 
 __all__ = [
     "BABILONG_TASK_LABELS",

@@ -24,12 +24,18 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..data import LeftPadCollator, babilong_dataset, load_babi_samples, parse_length, task_labels
-from ..data.babi import task_number
-from ..data.errors import DataError
-from ..data.generator import require_generator
-from .models import EvalModel, generate_answers, pad_token_id
-from .scoring import candidate_labels, compare_answers
+from rmt_scale.data import (
+    LeftPadCollator,
+    babilong_dataset,
+    load_babi_samples,
+    parse_length,
+    task_labels,
+)
+from rmt_scale.data.babi import task_number
+from rmt_scale.data.generator import require_generator
+from rmt_scale.errors import DataError
+from rmt_scale.evaluation.models import EvalModel, generate_answers, pad_token_id
+from rmt_scale.evaluation.scoring import candidate_labels, compare_answers
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +120,7 @@ class EvalReport:
 
     def table(self) -> str:
         """Accuracy (%) as a markdown table: tasks as rows, lengths as columns."""
-        from ..benchmarks.report import markdown_table
+        from rmt_scale.evaluation.tables import markdown_table
 
         lengths = self.settings["lengths"]
         rows = []
@@ -125,7 +131,7 @@ class EvalReport:
 
     def write(self, out_dir: str | Path, title: str | None = None) -> dict[str, Path]:
         """Write results.json, results.csv and the accuracy heatmap PNG into `out_dir`."""
-        from .plots import plot_accuracy_heatmap
+        from rmt_scale.evaluation.plots import plot_accuracy_heatmap
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import RMT_CONFIG_FILE, CheckpointError, recorded_base_path
-from ..config import ConfigError, RMTConfig
-from ..memory import max_positions, unwrap_causal_lm, validate_base
-from ..recurrent import RecurrentMemoryModel
+from rmt_scale.config import RMTConfig
+from rmt_scale.errors import AdapterError, ConfigError
+from rmt_scale.model.memory import max_positions, unwrap_causal_lm, validate_base
+from rmt_scale.model.recurrent import RecurrentMemoryModel
+from rmt_scale.model.saving import RMT_CONFIG_FILE, recorded_base_path
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +118,12 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
         dtype: "float32", "bfloat16" or "float16"; default: the checkpoint's own.
 
     Raises:
-        CheckpointError: For a missing or unrecognised directory, or no tokenizer.
+        AdapterError: For a missing or unrecognised directory, or no tokenizer.
         ConfigError: For overrides that do not fit.
     """
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"{path}: no such model directory")
+        raise AdapterError(f"{path}: no such model directory")
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     load_kwargs = {} if dtype is None else {"dtype": DTYPES[dtype]}
@@ -131,7 +132,7 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
         try:
             saved = RMTConfig.load(path / RMT_CONFIG_FILE)
         except ConfigError as err:
-            raise CheckpointError(str(err)) from err
+            raise AdapterError(str(err)) from err
         if num_mem_tokens is not None and num_mem_tokens != saved.num_mem_tokens:
             raise ConfigError(
                 f"{path} was trained with num_mem_tokens={saved.num_mem_tokens} and its memory "
@@ -162,7 +163,7 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
         else:
             model, kind = lm, "full-attention"
     else:
-        raise CheckpointError(
+        raise AdapterError(
             f"{path}: neither a memory model (no {RMT_CONFIG_FILE}) nor a base checkpoint "
             "(no config.json)"
         )
@@ -180,7 +181,7 @@ def load_tokenizer(path: Path, base_path: str):
             tokenizer = AutoTokenizer.from_pretrained(str(candidate))
             tokenizer.padding_side = "left"
             return tokenizer
-    raise CheckpointError(f"{path}: no tokenizer here or in the base checkpoint {base_path!r}")
+    raise AdapterError(f"{path}: no tokenizer here or in the base checkpoint {base_path!r}")
 
 
 def pad_token_id(tokenizer, lm: nn.Module) -> int:

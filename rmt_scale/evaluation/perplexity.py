@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import ConfigError, RMTConfig
-from ..data import lm_dataset
-from ..data.errors import DataError
-from ..recurrent import RecurrentMemoryModel
-from .accuracy import peak_rss_mib
-from .models import EvalModel, segment_hook
+from rmt_scale.config import RMTConfig
+from rmt_scale.data import lm_dataset
+from rmt_scale.errors import ConfigError, DataError
+from rmt_scale.evaluation.accuracy import peak_rss_mib
+from rmt_scale.evaluation.models import EvalModel, segment_hook
+from rmt_scale.model.recurrent import RecurrentMemoryModel
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class SegmentReport:
         return rows
 
     def table(self) -> str:
-        from ..benchmarks.report import markdown_table
+        from rmt_scale.evaluation.tables import markdown_table
 
         return markdown_table(
             ["segment", "tokens", "loss (memory)", "ppl (memory)", "loss (no memory)", "ppl (no memory)"],
@@ -77,7 +77,7 @@ class SegmentReport:
 
     def write(self, out_dir: str | Path, title: str = "") -> dict[str, Path]:
         """Write lm_results.json, lm_results.csv and the loss-per-segment PNG into `out_dir`."""
-        from .plots import plot_segment_losses
+        from rmt_scale.evaluation.plots import plot_segment_losses
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

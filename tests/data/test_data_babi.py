@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rmt_scale.data import (
-    DataError,
-    find_task_file,
-    load_babi_dir,
-    parse_babi_file,
-    split_by_story,
-)
+from rmt_scale.data import find_task_file, load_babi_dir, parse_babi_file, split_by_story
+from rmt_scale.errors import DataError
 
 GOOD = "1 Mary moved to the bathroom.\n2 John went to the hallway.\n3 Where is Mary? \tbathroom\t1\n"
 

@@ -10,7 +10,6 @@ import pytest
 
 from rmt_scale.data import (
     BabiSample,
-    DataError,
     FillerNoise,
     TokenCounter,
     build_babilong_sample,
@@ -22,6 +21,7 @@ from rmt_scale.data import (
     parse_length,
     task_labels,
 )
+from rmt_scale.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rmt_scale.data import BabiSample, DataError, generate_babi
+from rmt_scale.data import BabiSample, generate_babi
+from rmt_scale.errors import DataError
 
 MOVE = re.compile(r"(\w+) (?:moved|went|journeyed|travelled|went back) to the (\w+)\.")
 PICK = re.compile(r"(\w+) (?:got|picked up|took|grabbed) the (\w+)(?: there)?\.")

@@ -9,13 +9,13 @@ import torch
 
 from rmt_scale.data import (
     IGNORE_INDEX,
-    DataError,
     LeftPadCollator,
     babilong_dataset,
     format_prompt,
     lm_dataset,
     pipeline,
 )
+from rmt_scale.errors import DataError
 
 
 def test_babilong_dataset_columns_and_labels(tokenizer, tmp_path: Path) -> None:

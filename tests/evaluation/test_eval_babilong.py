@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from rmt_scale.cli import main
+from rmt_scale.cli.main import main
 from rmt_scale.data import LeftPadCollator, babilong_dataset
 from rmt_scale.evaluation import generate_answers, load_eval_model
 from rmt_scale.evaluation.accuracy import CSV_COLUMNS

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rmt_scale.cli import main
+from rmt_scale.cli.main import main
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import random
 
 import torch
 
-from rmt_scale.cli import main
+from rmt_scale.cli.main import main
 from rmt_scale.data import FillerNoise
 from rmt_scale.evaluation import load_eval_model
 from rmt_scale.evaluation.perplexity import segment_loss_sums, without_memory

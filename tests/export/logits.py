@@ -18,8 +18,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from rmt_scale import RecurrentMemoryModel
-from rmt_scale.modeling import random_base
-from rmt_scale.train_config import config_from_dict
+from rmt_scale.training.build import random_base
+from rmt_scale.training.config import config_from_dict
 
 
 def main(adapter: str, final: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from rmt_scale.errors import CheckpointError
 from tests.training.helpers import REPO, TINY, deepspeed_cmd, env, run, run_ok
 
 pytestmark = pytest.mark.distributed
@@ -37,7 +38,7 @@ FEW_STEPS = [
 
 
 def cli(*args: str, cwd: Path) -> tuple[int, str]:
-    return run([sys.executable, "-m", "rmt_scale.cli", *args], cwd=cwd)
+    return run([sys.executable, "-m", "rmt_scale.cli.main", *args], cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_export_gives_the_logits_of_training(runs, tmp_path, stage):
 
 
 def test_one_checkpoint_and_partial_or_corrupt_ones(runs, tmp_path):
-    from rmt_scale.export import ExportError, export_checkpoint
+    from rmt_scale.export.adapter import export_checkpoint
 
     broken = tmp_path / "broken"
     shutil.copytree(runs(3), broken)  # a copy to damage
@@ -92,10 +93,10 @@ def test_one_checkpoint_and_partial_or_corrupt_ones(runs, tmp_path):
     export_checkpoint(checkpoints / "checkpoint-000002", tmp_path / "a2")
     assert json.loads((tmp_path / "a2" / "trainer_state.json").read_text())["curriculum"]["global_step"] == 2
     (checkpoints / "checkpoint-000006.tmp").mkdir()  # a save cut off before its rename
-    with pytest.raises(ExportError, match="still being written"):
+    with pytest.raises(CheckpointError, match="still being written"):
         export_checkpoint(checkpoints / "checkpoint-000006.tmp", out)
     (checkpoints / "checkpoint-000004" / "complete").unlink()
-    with pytest.raises(ExportError, match="not a complete checkpoint"):
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         export_checkpoint(checkpoints / "checkpoint-000004", out)
     assert export_checkpoint(broken, out).name == "checkpoint-000002"  # the newest complete one
     before = sorted(p.name for p in out.iterdir())
@@ -107,6 +108,6 @@ def test_one_checkpoint_and_partial_or_corrupt_ones(runs, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
     optim.unlink()  # one rank's file missing
-    with pytest.raises(ExportError, match="ranks"):
+    with pytest.raises(CheckpointError, match="ranks"):
         export_checkpoint(broken, tmp_path / "x")
     assert not (tmp_path / "x").exists()

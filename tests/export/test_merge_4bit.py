@@ -16,7 +16,7 @@ def test_merge_into_a_4bit_base(tmp_path, caplog):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from rmt_scale.merge import merge_adapter
+    from rmt_scale.export.merge import merge_adapter
 
     tiny_causal_lm("llama", hidden=64).save_pretrained(tmp_path / "fp32")
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)

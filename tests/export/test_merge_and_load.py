@@ -16,9 +16,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from rmt_scale import RecurrentMemoryModel, RMTConfig
-from rmt_scale.checkpoint import CheckpointError
-from rmt_scale.cli import main
-from rmt_scale.merge import merge_adapter
+from rmt_scale.cli.main import main
+from rmt_scale.errors import AdapterError
+from rmt_scale.export.merge import merge_adapter
 from tests.tiny_models import tiny_causal_lm
 
 TOLERANCE = 1e-5
@@ -67,7 +67,7 @@ def test_relative_base_and_merge_give_the_same_logits(adapter, tmp_path):
 def test_wrong_base_is_a_clear_error_and_writes_nothing(adapter, tmp_path, capsys):
     path, _ = adapter
     tiny_causal_lm(hidden=48).save_pretrained(tmp_path / "other")
-    with pytest.raises(CheckpointError, match="does not fit this base"):
+    with pytest.raises(AdapterError, match="does not fit this base"):
         RecurrentMemoryModel.from_pretrained(path, base_model_name_or_path=str(tmp_path / "other"))
     code = main(["merge", "--adapter", str(path), "--out", str(tmp_path / "m"), "--base", str(tmp_path / "other")])
     assert code == 2 and "error: " in capsys.readouterr().err
@@ -80,7 +80,7 @@ def test_missing_memory_or_base(adapter, tmp_path, capsys):
     code = main(["merge", "--adapter", str(path), "--out", str(tmp_path / "m")])
     assert code == 2 and "memory file missing" in capsys.readouterr().err and not (tmp_path / "m").exists()
     (path / "rmt_base.json").write_text(json.dumps({"base_model_name_or_path": "/nowhere"}))
-    with pytest.raises(CheckpointError, match="not a local directory"):
+    with pytest.raises(AdapterError, match="not a local directory"):
         merge_adapter(path, tmp_path / "m")
 
 

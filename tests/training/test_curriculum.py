@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rmt_scale.config import ConfigError
-from rmt_scale.curriculum import Curriculum, CurriculumState, sample_order, schedule_factor
-from rmt_scale.train_config import AdvanceRule, ScheduleConfig, StageConfig
+from rmt_scale.errors import ConfigError
+from rmt_scale.training.config import AdvanceRule, ScheduleConfig, StageConfig
+from rmt_scale.training.curriculum import Curriculum, CurriculumState, sample_order, schedule_factor
 
 
 def stages():

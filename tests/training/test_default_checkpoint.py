@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rmt_scale.train_config import load_train_config
+from rmt_scale.training.config import load_train_config
 from tests.training.helpers import REPO, metrics, run_ok
 
 RECIPE = REPO / "launch" / "configs" / "smollm2_babilong.yaml"

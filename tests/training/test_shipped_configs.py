@@ -7,9 +7,9 @@ import shlex
 
 import pytest
 
-from rmt_scale.config import ConfigError
 from rmt_scale.distributed import fill_ds_config, read_ds_config, zero_stage
-from rmt_scale.train_config import load_train_config
+from rmt_scale.errors import ConfigError
+from rmt_scale.training.config import load_train_config
 from tests.training.helpers import REPO
 
 RECIPES = sorted((REPO / "launch" / "configs").glob("*.yaml"))

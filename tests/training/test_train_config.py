@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from rmt_scale.config import ConfigError
-from rmt_scale.train_config import TrainConfig, apply_override, config_from_dict, load_train_config
+from rmt_scale.errors import ConfigError
+from rmt_scale.training.config import (
+    TrainConfig,
+    apply_override,
+    config_from_dict,
+    load_train_config,
+)
 
 
 def write(tmp_path, text: str):

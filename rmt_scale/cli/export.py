@@ -1,0 +1,56 @@
+"""`rmt-scale export` and `rmt-scale merge`: take a trained model out of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write a PEFT adapter + memory from a DeepSpeed training checkpoint (any ZeRO stage)"
+    )
+    parser.add_argument("--checkpoint", required=True,
+                        help="run directory (its newest complete checkpoint) or RUN_DIR/checkpoints/checkpoint-N")
+    parser.add_argument("--out", required=True, help="adapter directory to write")
+    parser.add_argument("--base", default=None,
+                        help="base checkpoint directory, if not where the training config says")
+    parser.add_argument("--eval-results", default=None,
+                        help="results.json of `rmt-scale eval` for the model card (default: RUN_DIR/eval/results.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.set_defaults(func=_export)
+
+    parser = subparsers.add_parser(
+        "merge", help="fold the LoRA adapter into the base weights; the memory stays beside them"
+    )
+    parser.add_argument("--adapter", required=True, help="adapter directory (from `rmt-scale export`)")
+    parser.add_argument("--out", required=True, help="merged model directory to write")
+    parser.add_argument("--base", default=None, help="base checkpoint (default: the recorded path)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="dtype of the merged weights (auto: the base checkpoint's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.set_defaults(func=_merge)
+
+
+def _check_out(out: str, overwrite: bool) -> None:
+    path = Path(out)
+    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
+        raise ValueError(f"--out {path} exists; pass --overwrite to replace it")
+
+
+def _export(args) -> int:
+    from rmt_scale.export.adapter import export_checkpoint
+
+    _check_out(args.out, args.overwrite)
+    checkpoint = export_checkpoint(args.checkpoint, args.out, base_path=args.base,
+                                   eval_results=args.eval_results)
+    print(f"exported {checkpoint} -> {args.out}")
+    return 0
+
+
+def _merge(args) -> int:
+    from rmt_scale.export.merge import merge_adapter
+
+    _check_out(args.out, args.overwrite)
+    merge_adapter(args.adapter, args.out, base_path=args.base, dtype=args.dtype)
+    print(f"merged {args.adapter} -> {args.out}")
+    return 0

@@ -1,0 +1,57 @@
+"""`rmt-scale` command line: one subcommand per job, each registered by its own module.
+
+Each module in COMMAND_MODULES has `register(subparsers)`, which adds its parser and sets
+`func(args) -> int`. Heavy imports (torch, transformers) happen inside the commands, so `--help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMAND_MODULES = (
+    "rmt_scale.cli.models",
+    "rmt_scale.cli.generation",
+    "rmt_scale.cli.report",
+    "rmt_scale.cli.evaluation",
+    "rmt_scale.cli.export",
+)
+
+# Errors a user can fix (bad file, bad config, bad checkpoint): one line, exit 2, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rmt-scale", description="Recurrent memory for Hugging Face decoder LLMs."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="[rmt-scale] %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as err:
+        if args.verbose:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

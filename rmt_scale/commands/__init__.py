@@ -1,1 +1,0 @@
-"""Subcommands of the `rmt-scale` command line (see rmt_scale/cli.py)."""

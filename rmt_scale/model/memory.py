@@ -1,0 +1,164 @@
+"""The memory cell: one segment through the unchanged base model, with memory around it.
+
+Token layout of one segment (M = num_mem_tokens, l = tokens in this step, p = left padding)::
+
+    position ids:  0 .. M-1          (pad)     M .. M+l-p-1        M+l-p .. 2M+l-p-1
+                 +-----------------+---------+-------------------+-------------------+
+    embeddings   |  read memory    | padding |  segment tokens   |   write memory    |
+                 |  (B, M, D)      | masked  |  (B, l-p, D)      |   (B, M, D)       |
+                 +-----------------+---------+-------------------+-------------------+
+    used for       read by the        --       token hidden ->     last hidden state
+                   tokens                       LM head / loss      = next memory
+
+The write copy comes after the tokens, so under causal attention it sees the read memory and the
+whole segment while no token sees it: token logits do not depend on it, and its outputs become the
+memory of the next segment. Position ids restart at 0 every segment, so the base never sees a
+position beyond `2*M + S`; padding sits between the read memory and the tokens, which keeps the
+real tokens' positions and attention exactly those of the same segment without padding.
+
+The cell talks to the base through `get_input_embeddings()`, its backbone (decoder stack) and its
+output embeddings. It calls the backbone and applies the LM head itself, only to the positions a
+caller asks for, so memory positions never cost a (positions x vocab) projection. A PEFT model is
+unwrapped with `get_base_model()`: LoRA layers live inside the modules, so they take part as usual.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from rmt_scale.config import RMTConfig
+from rmt_scale.errors import ConfigError, UnsupportedModelError
+
+
+def unwrap_causal_lm(base: nn.Module) -> nn.Module:
+    """The transformers causal LM inside `base` (a PEFT model exposes it via get_base_model)."""
+    get_base_model = getattr(base, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else base
+
+
+def max_positions(model_config) -> int | None:
+    """The largest number of positions the base model was built for, if it declares one."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def validate_base(base: nn.Module, config: RMTConfig) -> None:
+    """Raise a one-line error if `base` cannot be wrapped with `config`."""
+    lm = unwrap_causal_lm(base)
+    model_config = getattr(lm, "config", None)
+    name = type(lm).__name__
+    if model_config is None or not hasattr(lm, "get_input_embeddings"):
+        raise UnsupportedModelError(
+            f"{name} is not a Hugging Face model; pass a transformers causal LM (AutoModelForCausalLM)"
+        )
+    if getattr(model_config, "is_encoder_decoder", False):
+        raise UnsupportedModelError(
+            f"{name} is an encoder-decoder model; RMT needs a decoder-only causal LM "
+            "(LLaMA, Mistral, Qwen2, GPT-2, ...)"
+        )
+    # Registered causal LMs, plus custom ones named by the transformers convention (remote code).
+    causal = name in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or name.endswith(("ForCausalLM", "LMHeadModel"))
+    if not causal or lm.get_output_embeddings() is None:
+        raise UnsupportedModelError(
+            f"{name} is not a causal language model (encoder-only or headless); load the checkpoint "
+            "with AutoModelForCausalLM and use a decoder-only architecture"
+        )
+    if getattr(model_config, "model_type", "") in {"bert", "roberta", "xlm-roberta", "electra", "camembert"}:
+        raise UnsupportedModelError(
+            f"{name} is a bidirectional encoder used as a decoder; RMT needs a decoder-only causal LM"
+        )
+    backbone = lm.get_decoder()
+    if "inputs_embeds" not in inspect.signature(backbone.forward).parameters:
+        raise UnsupportedModelError(
+            f"{name}'s forward takes no inputs_embeds, so memory embeddings cannot be fed in; "
+            "use a model whose forward accepts inputs_embeds"
+        )
+    limit = max_positions(model_config)
+    if limit is not None and config.positions_per_segment() > limit:
+        raise ConfigError(
+            f"2*num_mem_tokens + segment_size = {config.positions_per_segment()} exceeds {name}'s "
+            f"maximum of {limit} positions; lower segment_size or num_mem_tokens"
+        )
+
+
+class MemoryCell(nn.Module):
+    """Runs one segment `[read memory | tokens | write memory]` through the base model.
+
+    Args:
+        base: A transformers causal LM, or a PEFT model of one.
+        config: The RMT settings (only `num_mem_tokens` and `memory_init_std` matter here).
+    """
+
+    def __init__(self, base: nn.Module, config: RMTConfig):
+        super().__init__()
+        validate_base(base, config)
+        self.base = base
+        self.num_mem_tokens = config.num_mem_tokens
+        embeddings = base.get_input_embeddings().weight
+        # The reference RMT draws the initial memory from N(0, std(embeddings)): memory starts at the
+        # scale the first layer expects. A fixed generator keeps wrapping free of global RNG effects.
+        with torch.no_grad():
+            std = embeddings.float().std().item() * config.memory_init_std
+            generator = torch.Generator().manual_seed(0)
+            init = torch.randn(config.num_mem_tokens, embeddings.shape[-1], generator=generator) * std
+        dtype = embeddings.dtype if embeddings.dtype.is_floating_point else torch.float32
+        self.memory = nn.Parameter(init.to(device=embeddings.device, dtype=dtype))  # (M, D)
+
+    @property
+    def causal_lm(self) -> nn.Module:
+        return unwrap_causal_lm(self.base)
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits for hidden states (..., D) -> (..., V)."""
+        return self.causal_lm.get_output_embeddings()(hidden)
+
+    def embed(self, memory: torch.Tensor, input_ids: torch.Tensor, token_mask: torch.Tensor | None,
+              write: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Build inputs_embeds, attention mask and position ids of one segment.
+
+        Returns:
+            `(inputs_embeds (b, M+l[+M], D), attention_mask (b, ...) or None, position_ids)`.
+        """
+        token_embeds = self.base.get_input_embeddings()(input_ids)  # (b, l, D)
+        memory = memory.to(token_embeds.dtype)
+        parts = [memory, token_embeds, memory] if write else [memory, token_embeds]
+        inputs_embeds = torch.cat(parts, dim=1) if self.num_mem_tokens else token_embeds
+        batch, length = inputs_embeds.shape[:2]
+        if token_mask is None:
+            positions = torch.arange(length, device=inputs_embeds.device).expand(batch, length)
+            return inputs_embeds, None, positions
+        ones = token_mask.new_ones(batch, self.num_mem_tokens)
+        mask_parts = [ones, token_mask, ones] if write else [ones, token_mask]
+        attention_mask = torch.cat(mask_parts, dim=1)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return inputs_embeds, attention_mask, positions
+
+    def forward(self, memory: torch.Tensor, input_ids: torch.Tensor,
+                token_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One segment.
+
+        Args:
+            memory: Memory read by this segment, (b, M, D).
+            input_ids: Segment tokens, left-padded, (b, l).
+            token_mask: 1 for real tokens, 0 for padding, (b, l); None when there is no padding.
+
+        Returns:
+            `(token_hidden (b, l, D), new_memory (b, M, D))`: last-layer hidden states of the
+            segment tokens, and of the write-memory positions.
+        """
+        inputs_embeds, attention_mask, positions = self.embed(memory, input_ids, token_mask, write=True)
+        hidden = self.causal_lm.get_decoder()(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            use_cache=False,
+        ).last_hidden_state
+        m, length = self.num_mem_tokens, input_ids.shape[1]
+        return hidden[:, m : m + length], hidden[:, m + length :]

@@ -1,0 +1,304 @@
+"""The training loop: check -> set up -> stages of steps -> export. Explicit; no HF Trainer.
+
+    plan = check(config)                  # everything that can fail before the process group
+    init_process_group()                  # (so a bad config stops every rank, none hangs)
+    trainer = Trainer(config, plan)       # model -> data -> DeepSpeed engine -> resume
+    for each remaining stage:             # as many as curriculum.stages_per_launch allows
+        for each step:                    # loss = engine(batch).loss; engine.backward(loss); engine.step()
+            log, maybe evaluate (early advance), maybe checkpoint
+        evaluate, checkpoint (the next launch can start here)
+    export adapter + memory to output_dir/final when the last stage is done
+
+One optimizer step reads `global batch` samples at the stage's data position; rank r's micro-batch
+a holds positions [(a * world + r) * micro, ... + micro), so the same samples make the same step
+on any number of ranks when the global batch is fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rmt_scale import distributed
+from rmt_scale.training import run_dir
+from rmt_scale.errors import ConfigError
+from rmt_scale.model.segments import IGNORE_INDEX
+from rmt_scale.training.build import (
+    base_path_of,
+    build_model,
+    check_base_path,
+    describe_trainable,
+    hidden_size,
+)
+from rmt_scale.training.config import TrainConfig
+from rmt_scale.training.curriculum import Curriculum, CurriculumState, step_seed
+from rmt_scale.training.data import RunData
+from rmt_scale.training.metrics import RunLogger, setup_logging
+
+logger = logging.getLogger(__name__)
+
+TRAINER_STATE_VERSION = 1
+
+
+@dataclass
+class Plan:
+    """What `check` found out before any process group exists."""
+
+    precision: str
+    ds_config: dict
+    world_size: int
+    resume_from: Path | None
+    state: CurriculumState
+    universal: bool
+
+
+def check(config: TrainConfig) -> Plan:
+    """Every check that needs no other rank: config files, paths, batch sizes, resume point.
+
+    Each rank runs it before the process group starts, so a bad config makes every rank exit
+    with the same one-line error and none waits for the others.
+    """
+    world = distributed.env_world_size()
+    precision = distributed.resolve_precision(config.precision)
+    ds_config = distributed.read_ds_config(config.deepspeed)
+    source = str(config.deepspeed)
+    distributed.fill_ds_config(ds_config, config, world, precision, hidden_size=1, source=source)
+    check_base_path(config.model)
+    resume_from = run_dir.resolve_resume(config.resume, config.output_dir)
+    if config.resume == "none" and run_dir.latest_checkpoint(config.output_dir) is not None:
+        raise ConfigError(f"output_dir {config.output_dir} holds checkpoints of an earlier run and "
+                          "resume=none would mix a new run into them; use resume=auto or another output_dir")
+    curriculum = Curriculum(config.curriculum.stages, config.rmt.segment_size, config.seed)
+    state, universal = CurriculumState(), False
+    if resume_from is not None:
+        saved = run_dir.read_trainer_state(resume_from)
+        state = CurriculumState.from_dict(saved["curriculum"])
+        curriculum.check_resumable(state)
+        universal = distributed.needs_universal(saved, world, distributed.zero_stage(ds_config))
+    return Plan(precision, ds_config, world, resume_from, state, universal)
+
+
+class Trainer:
+    """One launch of a run: builds the model, data and engine, resumes, then `fit` trains."""
+
+    def __init__(self, config: TrainConfig, plan: Plan):
+        self.config = config
+        self.plan = plan
+        self.rank = distributed.rank()
+        self.world = distributed.world_size()
+        self.device = distributed.device()
+        self.curriculum = Curriculum(config.curriculum.stages, config.rmt.segment_size, config.seed)
+        self.state = plan.state
+        self.micro, self.accum, self.global_batch = config.batch.resolve(self.world)
+        self.output_dir = Path(config.output_dir)
+
+        self.model = build_model(config, plan.precision, self.device)
+        trainable, total, kinds = describe_trainable(self.model)
+        logger.info("trainable parameters: %s of %s (%.3f%%): %s", f"{trainable:,}", f"{total:,}",
+                    100 * trainable / total, ", ".join(kinds))
+        vocab = self.model.cell.causal_lm.get_input_embeddings().weight.shape[0]
+        self.data = RunData(config, vocab, run_first=distributed.rank0_first)
+        # Build the first stage's data now: an empty or broken dataset stops the run before it
+        # writes anything.
+        first = self.curriculum.stage(self.state).num_segments
+        self.data.train(first)
+        self.data.valid(first)
+        ds_config = distributed.fill_ds_config(plan.ds_config, config, self.world, plan.precision,
+                                               hidden_size(self.model), source=str(config.deepspeed))
+        if plan.universal:
+            distributed.prepare_universal(plan.resume_from)
+            ds_config = distributed.enable_universal_loading(ds_config)
+        self.zero_stage = distributed.zero_stage(ds_config)
+        self.engine = distributed.create_engine(self.model, ds_config, config)
+        logger.info("%d rank(s), ZeRO stage %d, %s; batch: %d per rank x %d accumulation x %d ranks = %d",
+                    self.world, self.zero_stage, plan.precision, self.micro, self.accum, self.world,
+                    self.global_batch)
+        logger.info("memory parameter: %s", distributed.describe_partitioning(self.model.memory))
+        if plan.resume_from is not None:
+            distributed.load_checkpoint(self.engine, plan.resume_from, plan.universal)
+            logger.info("resumed from %s: stage %d, step %d of the stage, global step %d%s",
+                        plan.resume_from, self.state.stage + 1, self.state.step_in_stage,
+                        self.state.global_step, " (universal checkpoint)" if plan.universal else "")
+        if distributed.is_main():
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / run_dir.CONFIG_FILE).write_text(config.to_yaml())
+            run_dir.truncate_metrics(self.output_dir, self.state.global_step)
+        distributed.barrier()
+        self.log = RunLogger(self.output_dir, config.logging, distributed.is_main(), config.to_dict())
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def fit(self) -> CurriculumState:
+        """Run the remaining stages (up to curriculum.stages_per_launch of them)."""
+        budget = self.config.curriculum.stages_per_launch
+        stages_run = 0
+        try:
+            while not self.curriculum.finished(self.state) and (budget is None or stages_run < budget):
+                self.run_stage()
+                stages_run += 1
+            if self.curriculum.finished(self.state):
+                self.export()
+            else:
+                logger.info("stopping at the end of stage %d as curriculum.stages_per_launch=%d; "
+                            "launch again with resume=auto to continue", self.state.stage, budget)
+        finally:
+            self.log.close()
+        return self.state
+
+    def run_stage(self) -> None:
+        curriculum, config = self.curriculum, self.config
+        index, stage = self.state.stage, curriculum.stage(self.state)
+        total = curriculum.stage_steps(index, self.global_batch)
+        logger.info("stage %d/%d: %d segment(s) of %d tokens, %s", index + 1, len(curriculum),
+                    stage.num_segments, config.rmt.segment_size,
+                    f"{stage.steps} steps" if stage.steps else f"{stage.tokens:,} tokens")
+        self.log.start_stage(index, len(curriculum), total, self.state.step_in_stage)
+        evaluated_at = None
+        while not curriculum.stage_length_reached(self.state):
+            self.train_step()
+            step = self.state.step_in_stage
+            if config.eval.every_steps and step % config.eval.every_steps == 0:
+                metrics = self.evaluate(stage.num_segments)
+                evaluated_at = self.state.global_step
+                if metrics and curriculum.should_advance_early(self.state, metrics):
+                    logger.info("stage %d: %s reached %s at step %d; advancing early", index + 1,
+                                stage.advance.metric, stage.advance.threshold, step)
+                    break
+            every = config.checkpoint.every_steps
+            if every and self.state.global_step % every == 0 and not curriculum.stage_length_reached(self.state):
+                self.save()
+        self.log.close_bar()
+        if config.eval.at_stage_end and evaluated_at != self.state.global_step:
+            self.evaluate(stage.num_segments)
+        self.state = curriculum.next_stage(self.state)
+        self.save()
+
+    def train_step(self) -> None:
+        """One optimizer step over the global batch at the current data position."""
+        state, curriculum = self.state, self.curriculum
+        num_segments = curriculum.num_segments(state)
+        dataset = self.data.train(num_segments)
+        indices = curriculum.sample_indices(state, self.global_batch, len(dataset))
+        lr = curriculum.learning_rate(state, self.config.optimizer.lr, self.config.schedule, self.global_batch)
+        distributed.set_learning_rate(self.engine, lr)
+        # Dropout draws depend on (seed, step, rank) only: a resumed run repeats them exactly.
+        torch.manual_seed(step_seed(self.config.seed, state.global_step, self.rank))
+        started = time.perf_counter()
+        self.engine.train()
+        loss_sum, tokens = 0.0, 0
+        for micro_step in range(self.accum):
+            start = (micro_step * self.world + self.rank) * self.micro
+            batch = self.batch([dataset[i] for i in indices[start : start + self.micro]])
+            loss = self.engine(**batch).loss
+            self.engine.backward(loss)
+            self.engine.step()
+            loss_sum += loss.item()
+            tokens += int(batch["attention_mask"].sum())
+        loss_sum, count, tokens = distributed.all_reduce_sum([loss_sum, self.accum, tokens])
+        elapsed = time.perf_counter() - started
+        self.state = curriculum.after_step(state, samples=self.global_batch, tokens=int(tokens))
+        loss = loss_sum / count
+        if not math.isfinite(loss):
+            logger.warning("step %d: loss is %s", self.state.global_step, loss)
+        tokens_per_s = tokens / max(elapsed, 1e-9)
+        self.log.advance_bar(self.state.stage, self.state.step_in_stage, loss, tokens_per_s)
+        if self.state.global_step % self.config.logging.every_steps == 0:
+            self.log.log({"step": self.state.global_step, "stage": self.state.stage,
+                          "step_in_stage": self.state.step_in_stage, "num_segments": num_segments,
+                          "loss": loss, "lr": lr, "tokens": int(tokens), "tokens_per_s": tokens_per_s}, "train")
+
+    def batch(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in self.data.collate(samples).items()}
+
+    @torch.no_grad()
+    def evaluate(self, num_segments: int) -> dict[str, float]:
+        """Validation loss and accuracy (labelled tokens predicted right) at this length.
+
+        The samples are split over ranks in equal numbers of batches (ZeRO-3 needs every rank in
+        every forward); padding repeats carry zero weight.
+        """
+        dataset = self.data.valid(num_segments)
+        if dataset is None:
+            return {}
+        self.engine.eval()
+        per_rank = math.ceil(len(dataset) / self.world)
+        loss_sum = correct = count = 0.0
+        for first in range(0, per_rank, self.micro):
+            positions = [self.rank + self.world * j for j in range(first, min(first + self.micro, per_rank))]
+            weights = torch.tensor([float(p < len(dataset)) for p in positions], device=self.device)
+            batch = self.batch([dataset[p if p < len(dataset) else 0] for p in positions])
+            out = self.engine(**batch)
+            predicted = out.predictions[:, :-1]  # argmax at scored positions only, no (T x V) logits
+            targets = batch["labels"][:, 1:]
+            labelled = targets != IGNORE_INDEX
+            sample_count = labelled.sum(-1).float()
+            sample_correct = ((predicted == targets) & labelled).sum(-1).float()
+            sample_loss = torch.nan_to_num(out.sample_loss.float()) * sample_count
+            loss_sum += float((sample_loss * weights).sum())
+            correct += float((sample_correct * weights).sum())
+            count += float((sample_count * weights).sum())
+        loss_sum, correct, count = distributed.all_reduce_sum([loss_sum, correct, count])
+        self.engine.train()
+        if count == 0:
+            return {}
+        metrics = {"loss": loss_sum / count, "accuracy": correct / count}
+        logger.info("eval stage %d step %d (%d segments): loss %.4f, accuracy %.3f", self.state.stage + 1,
+                    self.state.step_in_stage, num_segments, metrics["loss"], metrics["accuracy"])
+        self.log.log({"step": self.state.global_step, "stage": self.state.stage,
+                      "num_segments": num_segments, **metrics}, "eval")
+        return metrics
+
+    # --- checkpoints and export ----------------------------------------------------------------
+
+    def trainer_state(self) -> dict:
+        return {
+            "version": TRAINER_STATE_VERSION,
+            "curriculum": self.state.to_dict(),
+            "world_size": self.world,
+            "zero_stage": self.zero_stage,
+            "precision": self.plan.precision,
+            "global_batch_size": self.global_batch,
+            "seed": self.config.seed,
+            # No RNG state to restore: data order, segment draws and dropout seeds are functions
+            # of (seed, stage, step, rank), so they resume exactly on any number of ranks.
+            "rng": "derived from seed, stage, step and rank",
+        }
+
+    def save(self) -> None:
+        """Checkpoint atomically: write NAME.tmp, rename to NAME, then mark it complete."""
+        if distributed.is_main():
+            run_dir.start_checkpoint(self.output_dir, self.state.global_step)
+        distributed.barrier()
+        tmp, final = run_dir.checkpoint_paths(self.output_dir, self.state.global_step)
+        distributed.save_checkpoint(self.engine, tmp, "deepspeed")
+        distributed.barrier()
+        if distributed.is_main():
+            run_dir.finish_checkpoint(tmp, final, self.trainer_state(), self.config.to_yaml())
+            run_dir.prune_checkpoints(self.output_dir, self.config.checkpoint.keep_last)
+            logger.info("saved %s", final)
+        distributed.barrier()
+
+    def export(self) -> None:
+        """The trained adapter + memory in the rmt_scale.model.saving layout (output_dir/final)."""
+        if not self.config.lora.enabled and self.config.finetune.modules:
+            logger.warning("fully fine-tuned base modules are kept in the DeepSpeed checkpoints only; "
+                           "output_dir/final holds the memory and RMT config")
+        distributed.export_model(self.model, self.output_dir / "final", base_path_of(self.config))
+        logger.info("training done; model written to %s", self.output_dir / "final")
+
+
+def train(config: TrainConfig) -> CurriculumState:
+    """Run (or continue) the training `config` describes on the ranks of this launch."""
+    setup_logging(config.logging.level)
+    plan = check(config)
+    if Curriculum(config.curriculum.stages, config.rmt.segment_size, config.seed).finished(plan.state):
+        logger.info("%s: all %d stages are done already; nothing to train", plan.resume_from,
+                    len(config.curriculum.stages))
+        return plan.state
+    distributed.init_process_group(config.dist_timeout_minutes)
+    return Trainer(config, plan).fit()

@@ -1,0 +1,100 @@
+"""save_pretrained / from_pretrained round trips, and bad saved directories."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from rmt_scale import RecurrentMemoryModel, RMTConfig
+from rmt_scale.errors import AdapterError
+from rmt_scale.model.saving import atomic_directory
+from tests.tiny_models import tiny_causal_lm
+
+
+def trained_like(model):
+    """Change what a memory checkpoint holds: the memory and LoRA weights (not the base)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name == "cell.memory" or "lora_" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    return model
+
+
+def test_round_trip_plain(tmp_path):
+    model = trained_like(RecurrentMemoryModel.wrap(tiny_causal_lm(), RMTConfig(num_mem_tokens=3, segment_size=8, bptt_depth=2)))
+    model.save_pretrained(tmp_path / "m")
+    loaded = RecurrentMemoryModel.from_pretrained(tmp_path / "m", tiny_causal_lm())
+    assert loaded.config == model.config
+    ids = torch.randint(3, 64, (2, 30))
+    torch.testing.assert_close(loaded(ids, labels=ids).loss, model(ids, labels=ids).loss)
+
+
+def test_round_trip_lora_and_plain_peft_loads_the_adapter(tmp_path):
+    base = get_peft_model(tiny_causal_lm(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model = trained_like(RecurrentMemoryModel.wrap(base, RMTConfig(num_mem_tokens=2, segment_size=8)))
+    model.save_pretrained(tmp_path / "m")
+    names = {p.name for p in (tmp_path / "m").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "memory.safetensors", "rmt_config.json"} <= names
+    ids = torch.randint(3, 64, (1, 30))
+    loaded = RecurrentMemoryModel.from_pretrained(tmp_path / "m", tiny_causal_lm())
+    torch.testing.assert_close(loaded(ids, labels=ids).loss, model(ids, labels=ids).loss)
+    # Plain PEFT reads the same directory.
+    peft_model = PeftModel.from_pretrained(tiny_causal_lm(), str(tmp_path / "m"))
+    assert any("lora_A" in n for n, _ in peft_model.named_parameters())
+
+
+def test_from_pretrained_loads_recorded_base(tmp_path):
+    tiny_causal_lm().save_pretrained(tmp_path / "base")
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    model = trained_like(RecurrentMemoryModel.wrap(base, RMTConfig(num_mem_tokens=2, segment_size=8)))
+    model.save_pretrained(tmp_path / "m")
+    loaded = RecurrentMemoryModel.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(loaded.memory, model.memory)
+
+
+def test_missing_or_corrupt_files(tmp_path):
+    model = RecurrentMemoryModel.wrap(tiny_causal_lm(), RMTConfig(num_mem_tokens=2, segment_size=8))
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(AdapterError, match="no such model directory"):
+        RecurrentMemoryModel.from_pretrained(tmp_path / "nowhere", tiny_causal_lm())
+    memory_file = tmp_path / "m" / "memory.safetensors"
+    memory_file.write_bytes(memory_file.read_bytes()[:40])
+    with pytest.raises(AdapterError, match="unreadable or truncated"):
+        RecurrentMemoryModel.from_pretrained(tmp_path / "m", tiny_causal_lm())
+    memory_file.unlink()
+    with pytest.raises(AdapterError, match="memory file missing"):
+        RecurrentMemoryModel.from_pretrained(tmp_path / "m", tiny_causal_lm())
+    (tmp_path / "m" / "rmt_config.json").write_text("{not json")
+    with pytest.raises(AdapterError, match="not valid JSON"):
+        RecurrentMemoryModel.from_pretrained(tmp_path / "m", tiny_causal_lm())
+
+
+def test_base_of_other_shape_is_a_clear_error(tmp_path):
+    model = RecurrentMemoryModel.wrap(tiny_causal_lm(hidden=32), RMTConfig(num_mem_tokens=2, segment_size=8))
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(AdapterError, match="wrong base model"):
+        RecurrentMemoryModel.from_pretrained(tmp_path / "m", tiny_causal_lm(hidden=48))
+
+
+def test_lora_on_other_base_is_a_clear_error(tmp_path):
+    base = get_peft_model(tiny_causal_lm(hidden=32), LoraConfig(r=4, target_modules=["q_proj"]))
+    RecurrentMemoryModel.wrap(base, RMTConfig(num_mem_tokens=2, segment_size=8)).save_pretrained(tmp_path / "m")
+    with pytest.raises(AdapterError, match="does not fit this base model"):
+        RecurrentMemoryModel.from_pretrained(tmp_path / "m", tiny_causal_lm(hidden=48))
+
+
+def test_atomic_directory_keeps_previous_on_failure(tmp_path):
+    target = tmp_path / "out"
+    with atomic_directory(target) as tmp:
+        (tmp / "a.json").write_text(json.dumps(1))
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            (tmp / "a.json").write_text(json.dumps(2))
+            raise RuntimeError("crash mid-save")
+    assert json.loads((target / "a.json").read_text()) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left behind

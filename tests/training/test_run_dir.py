@@ -1,0 +1,72 @@
+"""Checkpoint directories: atomic completion, resume=auto picks the newest complete one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rmt_scale.errors import ConfigError
+from rmt_scale.training.run_dir import (
+    checkpoint_paths,
+    complete_checkpoints,
+    finish_checkpoint,
+    latest_checkpoint,
+    prune_checkpoints,
+    resolve_resume,
+    start_checkpoint,
+    truncate_metrics,
+)
+
+
+def save(output_dir, step):
+    start_checkpoint(output_dir, step)
+    tmp, final = checkpoint_paths(output_dir, step)
+    (tmp / "deepspeed").mkdir(parents=True)
+    finish_checkpoint(tmp, final, {"curriculum": {"global_step": step}}, "seed: 0\n")
+    return final
+
+
+def test_partial_checkpoints_are_ignored(tmp_path):
+    assert latest_checkpoint(tmp_path) is None and resolve_resume("auto", tmp_path) is None
+    save(tmp_path, 5)
+    newest = save(tmp_path, 10)
+    # A save killed half-way: only the temporary dir, or renamed but not yet marked complete.
+    tmp, _ = checkpoint_paths(tmp_path, 15)
+    (tmp / "deepspeed").mkdir(parents=True)
+    unmarked = save(tmp_path, 20)
+    (unmarked / "complete").unlink()
+    assert latest_checkpoint(tmp_path) == newest
+    assert resolve_resume("auto", tmp_path) == newest
+    assert json.loads((newest / "trainer_state.json").read_text())["curriculum"]["global_step"] == 10
+    # The next save at that step clears the stale temporary dir.
+    save(tmp_path, 15)
+    assert not tmp.exists() and latest_checkpoint(tmp_path).name == "checkpoint-000015"
+
+
+def test_resume_paths(tmp_path):
+    final = save(tmp_path, 3)
+    assert resolve_resume(str(final), tmp_path) == final
+    assert resolve_resume("none", tmp_path) is None
+    with pytest.raises(ConfigError, match="no such checkpoint directory"):
+        resolve_resume(str(tmp_path / "missing"), tmp_path)
+    (final / "complete").unlink()
+    with pytest.raises(ConfigError, match="not a complete checkpoint"):
+        resolve_resume(str(final), tmp_path)
+
+
+def test_prune_keeps_the_newest(tmp_path):
+    for step in (1, 2, 3, 4):
+        save(tmp_path, step)
+    prune_checkpoints(tmp_path, keep_last=2)
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["checkpoint-000003", "checkpoint-000004"]
+    prune_checkpoints(tmp_path, keep_last=0)
+    assert len(complete_checkpoints(tmp_path)) == 2
+
+
+def test_truncate_metrics_drops_records_after_the_checkpoint(tmp_path):
+    lines = [json.dumps({"kind": "train", "step": s}) for s in range(1, 6)] + ['{"kind": "tr']
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
+    truncate_metrics(tmp_path, 3)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
