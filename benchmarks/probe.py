@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from rmt_scale.model.loading import DTYPES
+
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
@@ -156,7 +158,6 @@ def overhead(args) -> dict:
             "ideal_seconds": ideal, "ratio": ratio, "ratios": ratios}
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 def _generate(args) -> int:
     import torch
 
-    from rmt_scale.evaluation.models import load_tokenizer
+    from rmt_scale.model.loading import load_tokenizer
     from rmt_scale.model.recurrent import RecurrentMemoryModel
     from rmt_scale.model.saving import recorded_base_path
 
@@ -38,7 +38,7 @@ def _generate(args) -> int:
         prompt = path.read_text(encoding="utf-8")
     model = RecurrentMemoryModel.from_pretrained(args.model, base_model_name_or_path=args.base)
     model.eval()
-    tokenizer = load_tokenizer(Path(args.model), args.base or recorded_base_path(args.model))
+    tokenizer = load_tokenizer(args.model, args.base or recorded_base_path(args.model))
     if args.chat:
         ids = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"

@@ -34,12 +34,11 @@ from rmt_scale.data.noise import (
     split_sentences,
     strip_gutenberg,
 )
-from rmt_scale.data.pipeline import IGNORE_INDEX, babilong_dataset, load_babi_samples
+from rmt_scale.data.pipeline import babilong_dataset, load_babi_samples
 from rmt_scale.data.synthetic import KeyRecallDataset, key_recall_accuracy
 
 __all__ = [
     "GENERATED_TASKS",
-    "IGNORE_INDEX",
     "KeyRecallDataset",
     "key_recall_accuracy",
     "LENGTHS",
@@ -48,7 +47,6 @@ __all__ = [
     "BabiSample",
     "BabilongSample",
     "BookNoise",
-    "DataError",
     "FillerNoise",
     "LeftPadCollator",
     "NoiseSource",

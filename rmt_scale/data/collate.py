@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from rmt_scale.data.pipeline import IGNORE_INDEX
+from rmt_scale.model.segments import IGNORE_INDEX
 
 
 @dataclass

@@ -41,10 +41,10 @@ from rmt_scale.data.generator import generate_babi, require_generator
 from rmt_scale.data.hub import load_babi_hub
 from rmt_scale.data.noise import NoiseSource, load_noise
 from rmt_scale.errors import DataError
+from rmt_scale.model.segments import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 """Label of tokens that carry no loss (the Hugging Face convention)."""
 
 _TEXT_FEATURES = datasets.Features({

@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-IGNORE_INDEX = -100
+from rmt_scale.model.segments import IGNORE_INDEX
+
 BOS, QUERY = 1, 3  # token ids 0 (pad) and 2 (eos) are left to the tokenizer conventions
 
 

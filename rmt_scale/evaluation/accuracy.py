@@ -34,8 +34,9 @@ from rmt_scale.data import (
 from rmt_scale.data.babi import task_number
 from rmt_scale.data.generator import require_generator
 from rmt_scale.errors import DataError
-from rmt_scale.evaluation.models import EvalModel, generate_answers, pad_token_id
+from rmt_scale.evaluation.models import EvalModel, generate_answers
 from rmt_scale.evaluation.scoring import candidate_labels, compare_answers
+from rmt_scale.model.loading import pad_token_id
 
 logger = logging.getLogger(__name__)
 

@@ -24,14 +24,13 @@ from torch import nn
 
 from rmt_scale.config import RMTConfig
 from rmt_scale.errors import AdapterError, ConfigError
+from rmt_scale.model.loading import load_causal_lm, load_tokenizer, pad_token_id, parse_dtype
 from rmt_scale.model.memory import max_positions, unwrap_causal_lm, validate_base
 from rmt_scale.model.recurrent import RecurrentMemoryModel
 from rmt_scale.model.saving import RMT_CONFIG_FILE, recorded_base_path
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 @dataclass
@@ -124,9 +123,8 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
     path = Path(path)
     if not path.is_dir():
         raise AdapterError(f"{path}: no such model directory")
-    if dtype is not None and dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-    load_kwargs = {} if dtype is None else {"dtype": DTYPES[dtype]}
+    torch_dtype = parse_dtype(dtype)
+    load_kwargs = {} if torch_dtype is None else {"dtype": torch_dtype}
     if (path / RMT_CONFIG_FILE).is_file():
         # Overrides are checked against the saved config before any weights are loaded.
         try:
@@ -153,10 +151,7 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
         if num_mem_tokens:
             config = RMTConfig(num_mem_tokens=num_mem_tokens,
                                **({} if segment_size is None else {"segment_size": segment_size}))
-        from transformers import AutoModelForCausalLM
-
-        # trust_remote_code stays off: evaluating never runs code from a checkpoint.
-        lm = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, **load_kwargs)
+        lm = load_causal_lm(path, **load_kwargs)
         base_path = str(path)
         if config is not None:
             model, kind = RecurrentMemoryModel.wrap(lm, config), "untrained-memory"
@@ -167,31 +162,11 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
             f"{path}: neither a memory model (no {RMT_CONFIG_FILE}) nor a base checkpoint "
             "(no config.json)"
         )
-    tokenizer = load_tokenizer(path, base_path)
+    tokenizer = load_tokenizer(path, base_path or None)
     model.to(resolve_device(device)).eval()
     return EvalModel(model, tokenizer, str(path), kind, base_path)
 
 
-def load_tokenizer(path: Path, base_path: str):
-    """The tokenizer saved with the model, else the base checkpoint's."""
-    from transformers import AutoTokenizer
-
-    for candidate in (path, Path(base_path) if base_path else None):
-        if candidate is not None and any((candidate / f).is_file() for f in TOKENIZER_FILES):
-            tokenizer = AutoTokenizer.from_pretrained(str(candidate))
-            tokenizer.padding_side = "left"
-            return tokenizer
-    raise AdapterError(f"{path}: no tokenizer here or in the base checkpoint {base_path!r}")
-
-
-def pad_token_id(tokenizer, lm: nn.Module) -> int:
-    for value in (tokenizer.pad_token_id, lm.generation_config.pad_token_id, tokenizer.eos_token_id,
-                  lm.generation_config.eos_token_id):
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if value is not None:
-            return int(value)
-    return 0
 
 
 @contextmanager

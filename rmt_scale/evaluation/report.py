@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rmt_scale.evaluation.tables import markdown_table
 from rmt_scale.errors import InputError
 from rmt_scale.evaluation.accuracy import RESULTS_JSON
 from rmt_scale.evaluation.plots import plot_accuracy_heatmap
+from rmt_scale.evaluation.tables import markdown_table
 
 
 def read_json(path: Path) -> dict:

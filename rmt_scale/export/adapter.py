@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from rmt_scale.training import run_dir
 from rmt_scale.errors import CheckpointError, ConfigError
+from rmt_scale.model.loading import TOKENIZER_FILES
 from rmt_scale.model.saving import save_memory_model
+from rmt_scale.training import run_dir
 from rmt_scale.training.config import TrainConfig, config_from_dict
 
 logger = logging.getLogger(__name__)
@@ -36,10 +37,6 @@ BASE_DIR = "base"
 TRAINING_CONFIG = "training_config.yaml"
 EVAL_RESULTS = "eval_results.json"
 CARD = "README.md"
-# The files of a Hugging Face tokenizer; whichever of them the source has are copied.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                   "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja",
-                   "chat_template.json", "generation_config.json")
 
 
 # --- which checkpoint --------------------------------------------------------------------------
@@ -106,21 +103,18 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | 
     # The export never trains: no 4-bit (the LoRA keys are the same), no activation checkpointing.
     config.model.load_in_4bit = False
     config.model.gradient_checkpointing = False
-    try:
-        weights = read_trainable_weights(checkpoint / "deepspeed")
-    except CheckpointError as err:
-        raise CheckpointError(str(err)) from None
+    weights = read_trainable_weights(checkpoint / "deepspeed")
     logger.info("read %d trainable tensors from %s", len(weights), checkpoint)
     precision = state.get("precision", "fp32")
     model = build_model(config, precision)
     load_trainable(model, weights, checkpoint)
 
-    run_dir = checkpoint.parent.parent
+    run_directory = checkpoint.parent.parent
     random = config.model.init == "random"
     full = not config.lora.enabled and config.finetune.trains_everything()
     base_record = BASE_DIR if (random or full) else str(config.model.resolved_path())
     tokenizer_dir = tokenizer_source(config)
-    results = eval_results_file(run_dir, eval_results)
+    results = eval_results_file(run_directory, eval_results)
 
     def extra_files(tmp: Path) -> None:
         if full:  # the whole base trained: it is the base now
@@ -137,7 +131,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | 
             evaluation = _read_json(results)
             shutil.copyfile(results, tmp / EVAL_RESULTS)
         card = model_card(config, state, checkpoint, base_record, bool(copied), tokenizer_dir,
-                          last_eval(run_dir, state), evaluation)
+                          last_eval(run_directory, state), evaluation)
         (tmp / CARD).write_text(card)  # replaces PEFT's template card
 
     modules = config.finetune.modules if not config.lora.enabled and not full else ()

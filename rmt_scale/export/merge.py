@@ -21,7 +21,8 @@ import torch
 import yaml
 
 from rmt_scale.errors import AdapterError
-from rmt_scale.export.adapter import CARD, TOKENIZER_FILES, TRAINING_CONFIG
+from rmt_scale.export.adapter import CARD, TRAINING_CONFIG
+from rmt_scale.model.loading import DTYPES, TOKENIZER_FILES, parse_dtype
 from rmt_scale.model.saving import (
     forget_quantization,
     load_memory_model,
@@ -31,7 +32,6 @@ from rmt_scale.model.saving import (
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def merge_adapter(adapter: str | Path, out: str | Path, base_path: str | None = None,
@@ -106,9 +106,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, base_path: str | None = 
 
 def _target_dtype(dtype: str, base_config, quantized: bool) -> torch.dtype:
     if dtype != "auto":
-        if dtype not in DTYPES:
-            raise ValueError(f"--dtype must be auto, {', '.join(DTYPES)}; got {dtype!r}")
-        return DTYPES[dtype]
+        return parse_dtype(dtype, "--dtype")
     if quantized:
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
     stored = getattr(base_config, "dtype", None) or getattr(base_config, "torch_dtype", None)

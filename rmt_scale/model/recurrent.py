@@ -23,6 +23,7 @@ from transformers.utils import ModelOutput
 
 from rmt_scale.config import RMTConfig
 from rmt_scale.errors import ConfigError
+from rmt_scale.model.loading import pad_token_id
 from rmt_scale.model.memory import MemoryCell, max_positions
 from rmt_scale.model.segments import IGNORE_INDEX, SegmentPlan, SegmentStep
 
@@ -257,11 +258,7 @@ class RecurrentMemoryModel(nn.Module):
         if mask is None:
             mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
         generation = dict(do_sample=False, max_new_tokens=max_new_tokens)
-        pad_id = lm.generation_config.pad_token_id
-        if pad_id is None:
-            pad_id = lm.generation_config.eos_token_id
-        if pad_id is not None:
-            generation["pad_token_id"] = pad_id if isinstance(pad_id, int) else pad_id[0]
+        generation["pad_token_id"] = pad_token_id(lm=lm)
         generation.update(generate_kwargs)
         # Given only inputs_embeds, transformers returns the new tokens alone.
         new_tokens = lm.generate(inputs_embeds=inputs_embeds, attention_mask=mask, **generation)

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from rmt_scale import distributed
-from rmt_scale.training import run_dir
 from rmt_scale.errors import ConfigError
 from rmt_scale.model.segments import IGNORE_INDEX
+from rmt_scale.training import run_dir
 from rmt_scale.training.build import (
     base_path_of,
     build_model,

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from rmt_scale.training.config import LoggingConfig
+from rmt_scale.errors import InputError
 from rmt_scale.training.run_dir import METRICS_FILE
 
 logger = logging.getLogger(__name__)
@@ -124,3 +125,30 @@ class RunLogger:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def read_metrics(output_dir: str | Path, kind: str | None = None) -> list[dict]:
+    """The records of a run's metrics.jsonl, oldest first (the one reader of that file).
+
+    A line cut by a killed process is skipped: the rest of the log is still good.
+
+    Args:
+        output_dir: The run directory.
+        kind: Only records of this kind ("train" or "eval"); None returns all.
+
+    Raises:
+        InputError: The run directory has no metrics.jsonl.
+    """
+    path = Path(output_dir) / METRICS_FILE
+    if not path.is_file():
+        raise InputError(f"{path}: missing; is {output_dir} a training output directory?")
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and (kind is None or record.get("kind") == kind):
+            records.append(record)
+    return records
+

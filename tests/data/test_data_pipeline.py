@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from rmt_scale.data import (
-    IGNORE_INDEX,
     LeftPadCollator,
     babilong_dataset,
     format_prompt,
@@ -16,6 +15,7 @@ from rmt_scale.data import (
     pipeline,
 )
 from rmt_scale.errors import DataError
+from rmt_scale.model.segments import IGNORE_INDEX
 
 
 def test_babilong_dataset_columns_and_labels(tokenizer, tmp_path: Path) -> None:
