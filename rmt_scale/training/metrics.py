@@ -12,8 +12,8 @@ import os
 import time
 from pathlib import Path
 
-from rmt_scale.training.config import LoggingConfig
 from rmt_scale.errors import InputError
+from rmt_scale.training.config import LoggingConfig
 from rmt_scale.training.run_dir import METRICS_FILE
 
 logger = logging.getLogger(__name__)
