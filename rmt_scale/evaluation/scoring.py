@@ -1,20 +1,18 @@
 """The BABILong scoring rule: is the expected label the only candidate label the answer names?
 
-Following Kuratov et al. (2024) (`babilong/metrics.py`): the model output is lower-cased and cut to
-its first sentence (up to the first "."), and before any sign that the model went on to write
-another example ("<context>", "<example>", "question"). Every candidate label of the task found
-in that text (as a substring) counts as named, except labels that the question itself mentions
-("Where was the apple before the kitchen?" never has "kitchen" as its answer, and a model that
-repeats the question must not be punished for it). The answer is correct when the expected label
-is the only one left.
+Following Kuratov et al. (2024) (`babilong/metrics.py`), so that scores compare with the published
+ones: the model output is lower-cased and cut to its first sentence (up to the first "."), and
+before any sign that the model went on to write another example ("<context>", "<example>"). Every
+candidate label of the task found in that text (as a substring) counts as named, except labels
+that the question itself mentions ("Where was the apple before the kitchen?" never has "kitchen"
+as its answer). The answer is correct when the expected label is the only one left; a comma-joined
+answer longer than 3 characters (task 8's "apple,football") needs exactly its parts named, while
+task 19's paths ("n,w") are whole labels.
 
-Two small differences from the BABILong code, both where it cannot be what was meant:
-
-* It splits on "Question" after lower-casing, which never matches; here the split is
-  case-insensitive, so "kitchen\\nQuestion: Where is ..." is cut at "question".
-* bAbI tasks 8 (lists) have comma-joined answers ("apple,football") that are not themselves
-  candidates; such an answer is correct when its parts are exactly the labels named. Answers that
-  are candidates in their own right (task 19's paths "n,w") are matched as a whole.
+BABILong's code also splits on "Question", but after lower-casing, so that split never happens:
+"kitchen\\nQuestion: Where is the garden?" names two labels and is wrong. It is kept that way
+here, because published scores were computed so (a test checks known outputs against the official
+function's results). The one difference: the expected answer is stripped of surrounding spaces.
 """
 
 from __future__ import annotations
@@ -45,8 +43,9 @@ BABILONG_TASK_LABELS: dict[str, tuple[str, ...]] = {
     "qa20": ("bedroom", "bored", "garden", "hungry", "kitchen", "thirsty", "tired"),
 }
 
-# Where the first "sentence" of an output ends: BABILong's markers of a model writing on.
-_CUT_MARKERS = (".", "<context>", "<example>", "question")
+# Where the first "sentence" of an output ends: BABILong's markers of a model writing on. Not
+# "question": BABILong's split on "Question" comes after lower-casing and never cuts.
+_CUT_MARKERS = (".", "<context>", "<example>")
 
 
 def first_sentence(output: str) -> str:
@@ -88,6 +87,7 @@ def compare_answers(target: str, output: str, question: str, labels: Iterable[st
     labels = {label.lower() for label in labels}
     in_question = {label for label in labels if label in question.lower()}
     named = {label for label in labels if label in text} - in_question
-    if target in labels or "," not in target:
-        return named == {target}
-    return named == {part.strip() for part in target.split(",")}
+    if "," in target and len(target) > 3:  # BABILong's test for a list answer
+        parts = target.split(",")
+        return all(part in named for part in parts) and len(named) == len(parts)
+    return named == {target}
