@@ -28,7 +28,7 @@ def model_args(model: str | None) -> tuple[list[str], str]:
         return random_llama
     if model:
         return ["--model", str(model)], f"checkpoint `{Path(model).name}`"
-    from rmt_scale.export.gguf import COMPLETE_MARKER, default_model_dir
+    from rmt_scale.export.default_model import COMPLETE_MARKER, default_model_dir
 
     default = default_model_dir()
     if (default / COMPLETE_MARKER).is_file():

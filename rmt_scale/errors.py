@@ -43,6 +43,11 @@ class InputError(RMTScaleError, ValueError):
     """A command-line argument or input file that cannot be used (missing file, bad value)."""
 
 
+class MemoryStateError(RMTScaleError, ValueError):
+    """A memory state (what reading a document leaves) that is corrupt, truncated, or was read by
+    another adapter, base, dtype, tokenizer or RMT config than the model it is used with."""
+
+
 class RankZeroError(RMTScaleError):
     """An error raised on rank 0 and handed to every rank, so that all of them stop.
 
@@ -53,3 +58,10 @@ class RankZeroError(RMTScaleError):
     def __init__(self, message: str, kind: str):
         super().__init__(message)
         self.kind = kind
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of `err`'s message, or its class name when it has none: a library's
+    multi-line message quoted inside a one-line error."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -40,6 +40,6 @@ def default_checkpoint():
 
     Uses $RMT_SCALE_HOME (default ~/.cache/rmt-scale), so a second run reuses it.
     """
-    from rmt_scale.export.gguf import fetch_default
+    from rmt_scale.export.default_model import fetch_default
 
     return fetch_default()

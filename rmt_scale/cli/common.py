@@ -1,12 +1,27 @@
-"""What every subcommand's parser shares: help that shows defaults and an example."""
+"""What every subcommand shares: help that shows defaults and an example, and the checks of
+file and folder arguments made before anything heavy is loaded."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from rmt_scale.errors import InputError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults appended to each option's help; the description and epilog keep their lines."""
+    """Defaults appended to each option's help; the description and epilog keep their lines.
+
+    No "(default: ...)" where it says nothing: required options, on/off flags, options whose
+    default is None (not given), and help texts that already name their default in words
+    ("default: the recorded path").
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or action.nargs == 0 or action.default is None or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def add_command(subparsers, name: str, help: str, example: str, description: str | None = None
@@ -15,3 +30,18 @@ def add_command(subparsers, name: str, help: str, example: str, description: str
     lines = "\n".join(f"  {line}" for line in example.strip().splitlines())
     return subparsers.add_parser(name, help=help, description=description or help,
                                  epilog=f"example:\n{lines}", formatter_class=HelpFormatter)
+
+
+def check_files(paths, what: str) -> None:
+    """Each of `paths` (None: none) is an existing file, or an InputError names the first that is not."""
+    for path in paths or ():
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such {what} file")
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """`--out` names a directory to write into: refused early when it is an existing file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {path} is a file; pass a directory")
+    return path

@@ -1,12 +1,11 @@
-"""`rmt-scale eval` (BABILong accuracy over tasks x lengths) and `rmt-scale eval-lm` (per-segment loss).
-
-    rmt-scale eval --model runs/qa1/export --tasks qa1,qa2 --lengths 0k,4k,64k,1M --samples 50 --out runs/eval
-    rmt-scale eval-lm --model runs/qa1/export --data book1.txt book2.txt --segments 16 --out runs/eval-lm
-"""
+"""`rmt-scale eval` (BABILong accuracy over tasks x lengths) and `rmt-scale eval-lm` (per-segment loss)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from rmt_scale.cli.common import add_command, check_files, check_output_dir
+from rmt_scale.errors import InputError
 
 
 def _model_arguments(parser, memory_help: str) -> None:
@@ -17,7 +16,7 @@ def _model_arguments(parser, memory_help: str) -> None:
     parser.add_argument("--num-mem-tokens", type=int, default=None, help=memory_help)
     parser.add_argument("--segment-size", type=int, default=None,
                         help="tokens per segment (default: the saved one; 512 for fresh memory)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="weights dtype (default: the checkpoint's; bfloat16 is ~3x faster on CPUs with AMX)")
     parser.add_argument("--batch-size", type=int, default=1, help="samples per forward / generate call")
@@ -26,12 +25,13 @@ def _model_arguments(parser, memory_help: str) -> None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "eval", help="BABILong accuracy over tasks x lengths: results.json, results.csv, heatmap PNG"
+    parser = add_command(
+        subparsers, "eval", "BABILong accuracy over tasks x lengths: results.json, results.csv, heatmap PNG",
+        "rmt-scale eval --model runs/qa1/export --tasks qa1,qa2 --lengths 0k,4k,64k,1M --samples 50 --out runs/eval",
     )
     _model_arguments(parser, "base checkpoint only: wrap it with this much fresh (untrained) memory "
                              "instead of running it as the full-attention baseline")
-    parser.add_argument("--tasks", default="qa1", help="comma-separated bAbI tasks (default: qa1)")
+    parser.add_argument("--tasks", default="qa1", help="comma-separated bAbI tasks")
     parser.add_argument("--lengths", default="0k,1k,4k",
                         help="comma-separated prompt lengths: 0k, 1k, 4k, 16k, 128k, 1M or token counts")
     parser.add_argument("--samples", type=int, default=25, help="samples per task and length")
@@ -46,21 +46,30 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of samples and noise")
     parser.set_defaults(func=_eval)
 
-    parser = subparsers.add_parser(
-        "eval-lm", help="loss and perplexity per segment position, with and without memory"
+    parser = add_command(
+        subparsers, "eval-lm", "loss and perplexity per segment position, with and without memory",
+        "rmt-scale eval-lm --model runs/qa1/export --data book1.txt book2.txt --segments 16 --out runs/eval-lm",
     )
     _model_arguments(parser, "memory for a base checkpoint (default: 16 fresh, untrained slots)")
     parser.add_argument("--data", nargs="+", required=True, metavar="FILE", help="UTF-8 text files")
     parser.add_argument("--segments", type=int, default=16, help="segments per sample")
     parser.add_argument("--samples", type=int, default=8, help="samples to read (the first ones)")
-    parser.add_argument("--out", default="eval-lm", help="output directory (default: ./eval-lm)")
+    parser.add_argument("--out", default="eval-lm", help="output directory")
     parser.set_defaults(func=_eval_lm)
 
 
-def _check_files(paths, what: str) -> None:
-    for path in paths or ():
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such {what} file")
+def _at_least_one(args, *names: str) -> None:
+    low = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) < 1]
+    if low:
+        raise InputError(f"{', '.join(low)} must be >= 1")
+
+
+def _write_report(report, model, out: str, heading: str) -> int:
+    paths = report.write(check_output_dir(out), title=model.label())
+    print(f"{heading}, {model.label()}")
+    print(report.table())
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
 
 
 def _eval(args) -> int:
@@ -68,12 +77,12 @@ def _eval(args) -> int:
 
     # Everything cheap is checked before the model is loaded.
     if args.babi_dir is not None and not Path(args.babi_dir).is_dir():
-        raise FileNotFoundError(f"{args.babi_dir}: no such bAbI directory")
+        raise InputError(f"{args.babi_dir}: no such bAbI directory")
     tasks = parse_tasks(args.tasks, args.babi_dir)
     lengths = parse_lengths(args.lengths)
-    _check_files(args.noise, "noise")
-    if args.samples < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
-        raise ValueError("--samples, --batch-size and --max-new-tokens must be >= 1")
+    check_files(args.noise, "noise")
+    _at_least_one(args, "samples", "batch_size", "max_new_tokens")
+    check_output_dir(args.out)
     model = load_eval_model(args.model, base=args.base, num_mem_tokens=args.num_mem_tokens,
                             segment_size=args.segment_size, device=args.device, dtype=args.dtype)
     report = evaluate_babilong(
@@ -81,11 +90,7 @@ def _eval(args) -> int:
         babi_dir=args.babi_dir, noise_files=args.noise, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, cache_dir=args.cache_dir, progress=not args.no_progress,
     )
-    paths = report.write(args.out, title=model.label())
-    print(f"BABILong accuracy (%), {model.label()}")
-    print(report.table())
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    return 0
+    return _write_report(report, model, args.out, "BABILong accuracy (%)")
 
 
 def _eval_lm(args) -> int:
@@ -93,9 +98,9 @@ def _eval_lm(args) -> int:
     from rmt_scale.evaluation import evaluate_segments, load_eval_model
     from rmt_scale.model.saving import RMT_CONFIG_FILE
 
-    _check_files(args.data, "text")
-    if args.segments < 1 or args.samples < 1 or args.batch_size < 1:
-        raise ValueError("--segments, --samples and --batch-size must be >= 1")
+    check_files(args.data, "text")
+    _at_least_one(args, "segments", "samples", "batch_size")
+    check_output_dir(args.out)
     num_mem_tokens = args.num_mem_tokens
     if num_mem_tokens is None and not (Path(args.model) / RMT_CONFIG_FILE).is_file():
         num_mem_tokens = RMTConfig().num_mem_tokens  # a base checkpoint: fresh memory
@@ -103,8 +108,4 @@ def _eval_lm(args) -> int:
                             segment_size=args.segment_size, device=args.device, dtype=args.dtype)
     report = evaluate_segments(model, args.data, args.segments, args.samples, args.batch_size,
                                cache_dir=args.cache_dir, progress=not args.no_progress)
-    paths = report.write(args.out, title=model.label())
-    print(f"Loss per segment position, {model.label()}")
-    print(report.table())
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    return 0
+    return _write_report(report, model, args.out, "Loss per segment position")

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rmt_scale.cli.common import add_command
+from rmt_scale.errors import InputError
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "export", help="write a PEFT adapter + memory from a DeepSpeed training checkpoint (any ZeRO stage)"
+    parser = add_command(
+        subparsers, "export",
+        "write a PEFT adapter + memory from a DeepSpeed training checkpoint (any ZeRO stage)",
+        "rmt-scale export --checkpoint runs/smollm2 --out adapters/smollm2 \\\n"
+        "    --eval-results runs/smollm2/eval/results.json",
     )
     parser.add_argument("--checkpoint", required=True,
                         help="run directory (its newest complete checkpoint) or RUN_DIR/checkpoints/checkpoint-N")
     parser.add_argument("--out", required=True, help="adapter directory to write")
     parser.add_argument("--base", default=None,
-                        help="base checkpoint directory, if not where the training config says")
+                        help="base checkpoint directory (default: the one the training config names)")
     parser.add_argument("--eval-results", default=None,
                         help="results.json of `rmt-scale eval` for the model card (default: RUN_DIR/eval/results.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.set_defaults(func=_export)
 
-    parser = subparsers.add_parser(
-        "merge", help="fold the LoRA adapter into the base weights; the memory stays beside them"
+    parser = add_command(
+        subparsers, "merge", "fold the LoRA adapter into the base weights; the memory stays beside them",
+        "rmt-scale merge --adapter adapters/smollm2 --out merged/smollm2 --dtype bfloat16",
     )
     parser.add_argument("--adapter", required=True, help="adapter directory (from `rmt-scale export`)")
     parser.add_argument("--out", required=True, help="merged model directory to write")
@@ -34,7 +41,7 @@ def register(subparsers) -> None:
 def _check_out(out: str, overwrite: bool) -> None:
     path = Path(out)
     if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
-        raise ValueError(f"--out {path} exists; pass --overwrite to replace it")
+        raise InputError(f"--out {path} exists; pass --overwrite to replace it")
 
 
 def _export(args) -> int:

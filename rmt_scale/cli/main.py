@@ -3,6 +3,10 @@
 Each module in COMMAND_MODULES has `register(subparsers)`, which adds its parser and sets
 `func(args) -> int`. Heavy imports (torch, transformers) happen inside the commands, so `--help`
 stays fast.
+
+A user error (any `RMTScaleError`: a bad file, config, checkpoint or argument) prints one line,
+`error: <message>`, and exits 2 (`-v` shows its traceback); Ctrl-C exits 130. Everything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,23 +16,27 @@ import importlib
 import logging
 import sys
 
+from rmt_scale import __version__
+from rmt_scale.errors import RMTScaleError, first_line
+
 COMMAND_MODULES = (
     "rmt_scale.cli.models",
     "rmt_scale.cli.generation",
     "rmt_scale.cli.report",
     "rmt_scale.cli.evaluation",
     "rmt_scale.cli.export",
+    "rmt_scale.cli.train",
+    "rmt_scale.cli.serving",
 )
-
-# Errors a user can fix (bad file, bad config, bad checkpoint): one line, exit 2, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmt-scale", description="Recurrent memory for Hugging Face decoder LLMs."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and the traceback of an error")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -43,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except USER_ERRORS as err:
+    except RMTScaleError as err:
         if args.verbose:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {first_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

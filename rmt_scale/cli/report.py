@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from rmt_scale.cli.common import add_command
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("report", help="write report.md: training curve and accuracy vs length")
+    parser = add_command(
+        subparsers, "report", "write report.md: loss curves and accuracy vs length, with PNGs",
+        "rmt-scale report --train runs/quickstart/train --eval runs/quickstart/eval_rmt \\\n"
+        "    --baseline runs/quickstart/eval_full --out runs/quickstart",
+    )
     parser.add_argument("--train", required=True, help="training output directory (has metrics.jsonl)")
     parser.add_argument("--eval", required=True, help="`rmt-scale eval` output of the memory model")
-    parser.add_argument("--baseline", default=None, help="`rmt-scale eval` output of the full-attention baseline")
-    parser.add_argument("--out", required=True, help="where report.md and the heatmap go")
+    parser.add_argument("--baseline", default=None,
+                        help="`rmt-scale eval` output of the full-attention baseline (default: none)")
+    parser.add_argument("--out", default=None,
+                        help="where report.md and its PNGs go (default: the folder holding --train)")
     parser.set_defaults(func=_report)
 
 
 def _report(args) -> int:
     from rmt_scale.evaluation.report import write_run_report
 
-    print(write_run_report(args.train, args.eval, args.baseline, args.out))
+    out = args.out if args.out is not None else Path(args.train).resolve().parent
+    print(write_run_report(args.train, args.eval, args.baseline, out))
     return 0

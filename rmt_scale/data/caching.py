@@ -15,14 +15,22 @@ from typing import Any
 
 from datasets.fingerprint import Hasher
 
+from rmt_scale.errors import DataError
+
 # Bump when the layout or content of a built dataset changes for the same inputs.
 FORMAT_VERSION = 1
 
 
 def file_stamps(paths: Iterable[str | Path]) -> list[list[Any]]:
-    """``[path, size, mtime_ns]`` of each file: a cheap stand-in for hashing the contents."""
+    """``[path, size, mtime_ns]`` of each file: a cheap stand-in for hashing the contents.
+
+    Raises:
+        DataError: A file does not exist.
+    """
     stamps = []
     for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"{path}: no such file")
         stat = Path(path).stat()
         stamps.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
     return stamps

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from rmt_scale.errors import DataError
 from rmt_scale.model.segments import IGNORE_INDEX
 
 
@@ -39,7 +40,7 @@ class LeftPadCollator:
             (B, T) if the samples have them.
         """
         if not features:
-            raise ValueError("cannot collate an empty batch")
+            raise DataError("cannot collate an empty batch")
         lengths = [len(f["input_ids"]) for f in features]
         width = max(lengths)
         if self.pad_to_multiple_of:
@@ -55,8 +56,8 @@ class LeftPadCollator:
             attention_mask[row, -length:] = 1
             if has_labels:
                 if len(feature["labels"]) != length:
-                    raise ValueError(f"sample {row}: {len(feature['labels'])} labels for "
-                                     f"{length} input_ids")
+                    raise DataError(f"sample {row}: {len(feature['labels'])} labels for "
+                                    f"{length} input_ids")
                 labels[row, -length:] = torch.as_tensor(feature["labels"], dtype=torch.long)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if has_labels:

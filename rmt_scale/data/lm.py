@@ -19,6 +19,7 @@ import datasets
 
 from rmt_scale.data.caching import cache_key, file_stamps, tokenizer_hash
 from rmt_scale.data.noise import normalize_text, strip_gutenberg
+from rmt_scale.data.text import read_utf8
 from rmt_scale.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -33,10 +34,7 @@ _GROUP_CHUNKS = 128
 def _read_chunks(files: Sequence[str], strip_license: bool) -> Iterator[dict[str, Any]]:
     """Generator for ``Dataset.from_generator``: paragraph-aligned text chunks of each file."""
     for file_index, path in enumerate(files):
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(f"{path}: not UTF-8 at offset {err.start}") from None
+        text = read_utf8(path)
         text = strip_gutenberg(text) if strip_license else normalize_text(text)
         start = 0
         while start < len(text):
@@ -94,16 +92,22 @@ def lm_dataset(
     block = num_segments * segment_size
     key = cache_key("lm-text", files=file_stamps(files), strip_license=strip_license,
                     chunk=_CHUNK_CHARS)
-    text = datasets.Dataset.from_generator(
-        _read_chunks,
-        features=datasets.Features({"text": datasets.Value("string"),
-                                    "file": datasets.Value("int32"),
-                                    "last": datasets.Value("bool")}),
-        cache_dir=None if cache_dir is None else str(cache_dir),
-        fingerprint=key,
-        # A tuple, not a list: `datasets` shards list-valued gen_kwargs into separate calls.
-        gen_kwargs={"files": tuple(files), "strip_license": strip_license},
-    )
+    try:
+        text = datasets.Dataset.from_generator(
+            _read_chunks,
+            features=datasets.Features({"text": datasets.Value("string"),
+                                        "file": datasets.Value("int32"),
+                                        "last": datasets.Value("bool")}),
+            cache_dir=None if cache_dir is None else str(cache_dir),
+            fingerprint=key,
+            # A tuple, not a list: `datasets` shards list-valued gen_kwargs into separate calls.
+            gen_kwargs={"files": tuple(files), "strip_license": strip_license},
+        )
+    except datasets.exceptions.DatasetGenerationError as err:
+        # `datasets` wraps what the generator raised; a file's own DataError is the message to show.
+        if isinstance(err.__cause__, DataError):
+            raise err.__cause__ from None
+        raise
     tok_key = cache_key("lm-tokens", text=key, tokenizer=tokenizer_hash(tokenizer))
     tokens = text.map(_tokenize, batched=True, batch_size=64, fn_kwargs={"tokenizer": tokenizer},
                       remove_columns=text.column_names, new_fingerprint=tok_key,

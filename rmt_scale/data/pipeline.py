@@ -179,6 +179,11 @@ def babilong_dataset(
         require_generator(task)
     babi_dir = None if babi_dir is None else str(babi_dir)
     noise_files = None if not noise_files else [str(p) for p in noise_files]
+    # Loaded here rather than in the generator so that a bad file raises DataError itself, not
+    # wrapped by `datasets`; and before the cache key, which stats the files this checks. Both are
+    # quick next to building and tokenising.
+    samples = load_babi_samples(task, split, babi_dir, hf_name, num_samples or 1000,
+                                valid_fraction, split_seed)
     key = cache_key(
         "babilong", task=task, target=target, num_samples=num_samples, seed=seed, split=split,
         babi=None if babi_dir is None else _babi_stamps(task, babi_dir), hf_name=hf_name,
@@ -186,10 +191,6 @@ def babilong_dataset(
         valid_fraction=valid_fraction, split_seed=split_seed, tokenizer=tokenizer_hash(tokenizer),
         templates=[PROMPT_TEMPLATE, TARGET_TEMPLATE],
     )
-    # Loaded here rather than in the generator so that a bad file raises DataError itself, not
-    # wrapped by `datasets`; both are quick next to building and tokenising.
-    samples = load_babi_samples(task, split, babi_dir, hf_name, num_samples or 1000,
-                                valid_fraction, split_seed)
     if not samples:
         raise DataError(f"no {task} samples for split {split!r}")
     if num_samples is not None and num_samples > len(samples):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from rmt_scale.errors import DataError
 from rmt_scale.model.segments import IGNORE_INDEX
 
 BOS, QUERY = 1, 3  # token ids 0 (pad) and 2 (eos) are left to the tokenizer conventions
@@ -39,14 +40,15 @@ class KeyRecallDataset(Dataset):
     def __init__(self, num_samples: int, segment_size: int, num_segments: int, vocab_size: int,
                  key_length: int = 2, key_vocab: int = 8, seed: int = 0):
         if num_samples <= 0:
-            raise ValueError(f"num_samples must be positive, got {num_samples}")
+            raise DataError(f"num_samples must be positive, got {num_samples}")
         if num_segments < 1 or segment_size < key_length + 2:
-            raise ValueError(
+            raise DataError(
                 f"need num_segments >= 1 and segment_size >= key_length + 2, got "
                 f"{num_segments} and {segment_size}"
             )
         if vocab_size < 4 + key_vocab + 2:
-            raise ValueError(f"vocab_size {vocab_size} too small for key_vocab {key_vocab}")
+            raise DataError(f"vocab_size {vocab_size} too small for key_vocab {key_vocab}; "
+                            f"it needs at least {4 + key_vocab + 2}")
         self.num_samples = num_samples
         self.segment_size = segment_size
         self.num_segments = num_segments

@@ -6,7 +6,8 @@
 | `models.py` | load a memory model or a base checkpoint (full-attention baseline); generate |
 | `accuracy.py` | `rmt-scale eval`: accuracy per (task, length), results.json / .csv |
 | `perplexity.py` | `rmt-scale eval-lm`: loss per segment position with and without memory |
-| `plots.py` | accuracy heatmap and per-segment loss plot (matplotlib, Agg) |
+| `plots.py` | accuracy heatmap, per-segment loss plot, a run's loss curves (matplotlib, Agg) |
+| `report.py` | `rmt-scale report`: report.md of a run, with its heatmap and loss curves |
 """
 
 from rmt_scale.evaluation.accuracy import EvalReport, evaluate_babilong, parse_lengths, parse_tasks

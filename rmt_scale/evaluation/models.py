@@ -24,13 +24,18 @@ from torch import nn
 
 from rmt_scale.config import RMTConfig
 from rmt_scale.errors import AdapterError, ConfigError
-from rmt_scale.model.loading import load_causal_lm, load_tokenizer, pad_token_id, parse_dtype
+from rmt_scale.model.loading import (
+    load_causal_lm,
+    load_tokenizer,
+    pad_token_id,
+    parse_device,
+    parse_dtype,
+)
 from rmt_scale.model.memory import max_positions, unwrap_causal_lm, validate_base
 from rmt_scale.model.recurrent import RecurrentMemoryModel
-from rmt_scale.model.saving import RMT_CONFIG_FILE, recorded_base_path
+from rmt_scale.model.saving import RMT_CONFIG_FILE, read_rmt_config, recorded_base_path
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -96,12 +101,6 @@ class EvalModel:
         return f"{name} (RMT M={config.num_mem_tokens}, S={config.segment_size}{untrained})"
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: int | None = None,
                     segment_size: int | None = None, device: str | None = None,
                     dtype: str | None = None) -> EvalModel:
@@ -113,24 +112,23 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
         num_mem_tokens: For a base checkpoint: wrap it with this much fresh memory. For a memory
             model it is fixed by the saved memory; only an equal value is accepted.
         segment_size: Override the saved segment size (memory models, or a base with memory).
-        device: "cpu", "cuda", "cuda:1", ...; default: CUDA if available.
+        device: "auto" (CUDA if available), "cpu", "cuda" or "cuda:N".
         dtype: "float32", "bfloat16" or "float16"; default: the checkpoint's own.
 
     Raises:
         AdapterError: For a missing or unrecognised directory, or no tokenizer.
         ConfigError: For overrides that do not fit.
+        InputError: For a device this machine does not have.
     """
     path = Path(path)
     if not path.is_dir():
         raise AdapterError(f"{path}: no such model directory")
+    target = parse_device(device)
     torch_dtype = parse_dtype(dtype)
     load_kwargs = {} if torch_dtype is None else {"dtype": torch_dtype}
     if (path / RMT_CONFIG_FILE).is_file():
         # Overrides are checked against the saved config before any weights are loaded.
-        try:
-            saved = RMTConfig.load(path / RMT_CONFIG_FILE)
-        except ConfigError as err:
-            raise AdapterError(str(err)) from err
+        saved = read_rmt_config(path)
         if num_mem_tokens is not None and num_mem_tokens != saved.num_mem_tokens:
             raise ConfigError(
                 f"{path} was trained with num_mem_tokens={saved.num_mem_tokens} and its memory "
@@ -163,10 +161,8 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
             "(no config.json)"
         )
     tokenizer = load_tokenizer(path, base_path or None)
-    model.to(resolve_device(device)).eval()
+    model.to(target).eval()
     return EvalModel(model, tokenizer, str(path), kind, base_path)
-
-
 
 
 @contextmanager

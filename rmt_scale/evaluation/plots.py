@@ -1,4 +1,5 @@
-"""PNG figures: accuracy heatmap (tasks x lengths, as in the BABILong paper) and per-segment loss."""
+"""PNG figures: accuracy heatmap (tasks x lengths, as in the BABILong paper), per-segment loss, and
+a run's loss curves."""
 
 from __future__ import annotations
 
@@ -68,10 +69,40 @@ def plot_segment_losses(curves: dict[str, Sequence[float]], path: str | Path, ti
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     for name, values in curves.items():
         ax.plot(range(1, len(values) + 1), list(values), marker="o", markersize=3, label=name)
-    ax.set_xlabel("segment position")
+    return _finish_curves(fig, ax, "segment position", ylabel, title, path)
+
+
+def _finish_curves(fig, ax, xlabel: str, ylabel: str, title: str, path: str | Path) -> Path:
+    """Axis labels, grid, legend and title of a line plot; then write it."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     if title:
         ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def plot_loss_curves(train: Sequence[tuple[int, float]], validation: Sequence[tuple[int, float]],
+                     stages: Sequence[tuple[int, str]], path: str | Path, title: str = "") -> Path:
+    """Training and validation loss against step, a dashed line where each curriculum stage begins.
+
+    Args:
+        train: (step, loss) of the training records.
+        validation: (step, loss) of the validation records.
+        stages: (first step, label) of each stage, e.g. (120, "stage 2: 4 segments").
+        path: PNG to write.
+        title: Figure title.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=120)
+    if train:
+        ax.plot(*zip(*train, strict=True), linewidth=1, alpha=0.8, label="training loss")
+    if validation:
+        ax.plot(*zip(*validation, strict=True), marker="o", markersize=3, label="validation loss")
+    for step, label in stages:
+        ax.axvline(step, color="grey", linestyle="--", linewidth=0.8)
+        # Labels sit along the line at the top, in axes coordinates, whatever the loss range.
+        ax.text(step, 0.98, f" {label}", rotation=90, va="top", ha="left", fontsize=7, color="grey",
+                transform=ax.get_xaxis_transform())
+    return _finish_curves(fig, ax, "step", "loss (nats / token)", title, path)

@@ -1,9 +1,10 @@
-"""A short report of one end-to-end run: training curve, accuracy with memory vs full attention.
+"""A short report of one end-to-end run: loss curves, accuracy with memory vs full attention.
 
     rmt-scale report --train runs/quickstart/train --eval runs/quickstart/eval_rmt \
         --baseline runs/quickstart/eval_full --out runs/quickstart
 
-writes `report.md` and `accuracy_rmt_vs_full.png` (one heatmap row per task and model).
+writes `report.md`, `accuracy_rmt_vs_full.png` (one heatmap row per task and model) and
+`loss_curves.png` (training and validation loss against step, curriculum stages marked).
 """
 
 from __future__ import annotations
@@ -13,30 +14,47 @@ from pathlib import Path
 
 from rmt_scale.errors import InputError
 from rmt_scale.evaluation.accuracy import RESULTS_JSON
-from rmt_scale.evaluation.plots import plot_accuracy_heatmap
+from rmt_scale.evaluation.plots import plot_accuracy_heatmap, plot_loss_curves
 from rmt_scale.evaluation.tables import markdown_table
+from rmt_scale.training.metrics import read_metrics
+
+REPORT_MD = "report.md"
+COMPARISON_PNG = "accuracy_rmt_vs_full.png"
+LOSS_PNG = "loss_curves.png"
 
 
-def read_json(path: Path) -> dict:
+def read_results(eval_dir: Path) -> dict:
+    """The results.json of an `rmt-scale eval` output directory."""
+    path = eval_dir / RESULTS_JSON
     if not path.is_file():
-        raise InputError(f"{path}: missing; run the step that writes it first")
+        raise InputError(f"{path}: missing; run `rmt-scale eval --out {eval_dir}` first")
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(results, dict) or not {"settings", "results"} <= results.keys():
+        raise InputError(f"{path}: not the results of `rmt-scale eval` (no settings or results)")
+    return results
 
 
-def read_metrics(train_dir: Path) -> list[dict]:
-    path = train_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise InputError(f"{path}: missing; is {train_dir} a training output directory?")
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill: the rest of the log is still good
-    return records
+def loss_points(records: list[dict]) -> list[tuple[int, float]]:
+    """(step, loss) of the records that have both."""
+    return [(r["step"], r["loss"]) for r in records
+            if isinstance(r.get("step"), int) and isinstance(r.get("loss"), (int, float))]
+
+
+def stage_starts(train: list[dict], evals: list[dict]) -> list[tuple[int, str]]:
+    """(step at which it began, label) of each curriculum stage the records show."""
+    starts: dict[int, tuple[int, str]] = {}
+    for record in train or evals:
+        stage = record.get("stage")
+        if isinstance(stage, int) and stage not in starts and isinstance(record.get("step"), int):
+            # A training record knows its step within the stage, so where the stage began exactly.
+            step = record["step"] - record.get("step_in_stage", 0)
+            segments = record.get("num_segments")
+            plural = "" if segments == 1 else "s"
+            starts[stage] = (step, f"stage {stage + 1}" + (f": {segments} segment{plural}" if segments else ""))
+    return [starts[stage] for stage in sorted(starts)]
 
 
 def accuracy_grid(results: dict) -> dict[tuple[str, str], float]:
@@ -45,11 +63,14 @@ def accuracy_grid(results: dict) -> dict[tuple[str, str], float]:
 
 def write_run_report(train_dir: str | Path, eval_dir: str | Path, baseline_dir: str | Path | None,
                      out_dir: str | Path) -> Path:
-    """Write `report.md` (+ comparison heatmap) into `out_dir`; returns the report's path."""
+    """Write `report.md`, the accuracy heatmap and the loss curves into `out_dir`; returns the
+    report's path."""
     train_dir, eval_dir, out_dir = Path(train_dir), Path(eval_dir), Path(out_dir)
-    metrics = read_metrics(train_dir)
-    rmt = read_json(eval_dir / RESULTS_JSON)
-    full = read_json(Path(baseline_dir) / RESULTS_JSON) if baseline_dir else None
+    records = read_metrics(train_dir)
+    trains = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    rmt = read_results(eval_dir)
+    full = read_results(Path(baseline_dir)) if baseline_dir else None
     tasks, lengths = rmt["settings"]["tasks"], rmt["settings"]["lengths"]
     rows, names, grid = [], [], []
     for label, results in (("RMT (memory)", rmt), ("full attention", full)):
@@ -62,10 +83,13 @@ def write_run_report(train_dir: str | Path, eval_dir: str | Path, baseline_dir: 
             grid.append(values)
             rows.append([task, label] + ["-" if v is None else f"{100 * v:.0f}" for v in values])
     out_dir.mkdir(parents=True, exist_ok=True)
-    heatmap = plot_accuracy_heatmap(grid, names, lengths, out_dir / "accuracy_rmt_vs_full.png",
+    heatmap = plot_accuracy_heatmap(grid, names, lengths, out_dir / COMPARISON_PNG,
                                     title="BABILong accuracy (%): memory vs full attention")
-    evals = [m for m in metrics if m.get("kind") == "eval"]
-    trains = [m for m in metrics if m.get("kind") == "train"]
+    curves = "(no loss records)"
+    if loss_points(trains) or loss_points(evals):
+        plot = plot_loss_curves(loss_points(trains), loss_points(evals), stage_starts(trains, evals),
+                                out_dir / LOSS_PNG, title=f"loss of {train_dir}")
+        curves = f"![loss curves]({plot.name})"
     curve = markdown_table(
         ["step", "stage", "segments", "validation loss", "validation accuracy"],
         [[m["step"], m["stage"] + 1, m["num_segments"], f"{m['loss']:.3f}", f"{m['accuracy']:.3f}"]
@@ -92,6 +116,8 @@ context to what the base model can take; the memory model reads all of it segmen
 
 ## Training
 
+{curves}
+
 {throughput}
 {curve}
 
@@ -99,6 +125,6 @@ Files: the exported adapter loads with `RecurrentMemoryModel.from_pretrained(DIR
 `peft.PeftModel.from_pretrained(base, DIR)` (memory beside it); `results.json` in each evaluation
 directory holds every generated answer.
 """
-    report = out_dir / "report.md"
+    report = out_dir / REPORT_MD
     report.write_text(text)
     return report

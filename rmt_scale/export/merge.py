@@ -20,18 +20,18 @@ from pathlib import Path
 import torch
 import yaml
 
-from rmt_scale.errors import AdapterError
+from rmt_scale.errors import AdapterError, first_line
 from rmt_scale.export.adapter import CARD, TRAINING_CONFIG
-from rmt_scale.model.loading import DTYPES, TOKENIZER_FILES, parse_dtype
+from rmt_scale.model.loading import DTYPES, TOKENIZER_FILES, load_causal_lm, parse_dtype
 from rmt_scale.model.saving import (
+    ADAPTER_CONFIG_FILE,
     forget_quantization,
-    load_memory_model,
+    read_adapter,
     recorded_base_path,
-    save_memory_model,
+    write_adapter,
 )
 
 logger = logging.getLogger(__name__)
-
 
 
 def merge_adapter(adapter: str | Path, out: str | Path, base_path: str | None = None,
@@ -48,20 +48,20 @@ def merge_adapter(adapter: str | Path, out: str | Path, base_path: str | None = 
         AdapterError: A missing or unreadable adapter, memory or base, or a base that does
             not fit the adapter. Nothing is written then.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from rmt_scale.model.recurrent import RecurrentMemoryModel
+    from transformers import AutoConfig
 
     adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise AdapterError(f"{adapter}: no adapter_config.json; not a LoRA adapter directory")
+    if not adapter.is_dir():
+        raise AdapterError(f"{adapter}: no such adapter directory")
+    if not (adapter / ADAPTER_CONFIG_FILE).is_file():
+        raise AdapterError(f"{adapter}: no {ADAPTER_CONFIG_FILE}; not a LoRA adapter directory")
     source = base_path or recorded_base_path(adapter)
     if not source or not Path(source).is_dir():
         raise AdapterError(f"{adapter}: base checkpoint {source!r} is not a local directory; pass --base")
     try:
         base_config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
-        raise AdapterError(f"{source}: not a Hugging Face checkpoint ({str(err).splitlines()[0]})") from None
+        raise AdapterError(f"{source}: not a Hugging Face checkpoint ({first_line(err)})") from None
     kwargs = {"dtype": torch.float32}
     quantization = getattr(base_config, "quantization_config", None)
     if quantization is not None:
@@ -73,20 +73,14 @@ def merge_adapter(adapter: str | Path, out: str | Path, base_path: str | None = 
     if _trained_in_4bit(adapter):
         logger.info("the adapter was trained on a 4-bit quantized base; it is merged into the "
                     "full-precision weights of %s", source)
-    try:
-        base = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, **kwargs)
-    except (OSError, ValueError) as err:
-        raise AdapterError(f"{source}: cannot load the base checkpoint ({str(err).splitlines()[0]})") from None
+    base = load_causal_lm(source, **kwargs)
     if quantization is not None:
         base = base.dequantize().to(device="cpu", dtype=torch.float32)
         forget_quantization(base)
-    model = load_memory_model(RecurrentMemoryModel, adapter, base=base)
-    merged = model.base.merge_and_unload()
-    result = RecurrentMemoryModel.wrap(merged, model.config)
-    with torch.no_grad():
-        result.memory.copy_(model.memory)
+    saved = read_adapter(adapter, base=base)
+    merged = saved.base.merge_and_unload()
     target = _target_dtype(dtype, base_config, quantization is not None)
-    result.to(target)
+    merged.to(target)
 
     def extra_files(tmp: Path) -> None:
         merged.save_pretrained(str(tmp))
@@ -99,7 +93,8 @@ def merge_adapter(adapter: str | Path, out: str | Path, base_path: str | None = 
         card = (adapter / CARD).read_text() if (adapter / CARD).is_file() else "# Recurrent memory model\n"
         (tmp / CARD).write_text(_merged_card(card, adapter, source, target))
 
-    save_memory_model(result, out, base_model_name_or_path=".", extra_files=extra_files)
+    write_adapter(out, saved.config, saved.memory.to(target), merged, base_model_name_or_path=".",
+                  extra_files=extra_files)
     logger.info("merged %s into %s: %s", adapter, source, out)
     return Path(out)
 

@@ -1,6 +1,6 @@
-"""Saving and loading a memory model: PEFT adapter (if any) + memory + RMT config.
+"""The adapter format: PEFT adapter (if any) + memory + RMT config, written and read as pieces.
 
-Directory layout written by `RecurrentMemoryModel.save_pretrained(path)`::
+Directory layout written by `RecurrentMemoryModel.save_pretrained(path)` (and `rmt-scale export`)::
 
     path/
       rmt_config.json            RMTConfig
@@ -11,6 +11,10 @@ Directory layout written by `RecurrentMemoryModel.save_pretrained(path)`::
       adapter_model.safetensors  } plain `PeftModel.from_pretrained(base, path)` loads it
       finetuned_modules.safetensors  base weights trained in full without LoRA (only when asked:
                                  `finetuned_modules=`), keyed like the base's own state dict
+
+This module knows the files, not the model class: `write_adapter` takes the RMT config, the memory
+tensor and the base (with its PEFT adapter), `read_adapter` gives them back with the base loaded
+and the adapter attached, and `RecurrentMemoryModel` builds itself from them.
 
 Everything is written to a temporary sibling directory first and renamed into place, so an
 interrupted save never leaves a half-written directory at `path`. Nothing is unpickled on load.
@@ -24,21 +28,64 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from rmt_scale.config import RMTConfig
-from rmt_scale.errors import AdapterError, ConfigError
+from rmt_scale.errors import AdapterError, ConfigError, first_line
+from rmt_scale.model.loading import load_causal_lm
 from rmt_scale.model.memory import unwrap_causal_lm
 
 RMT_CONFIG_FILE = "rmt_config.json"
 MEMORY_FILE = "memory.safetensors"
 BASE_FILE = "rmt_base.json"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 FINETUNED_FILE = "finetuned_modules.safetensors"
+
+
+@dataclass
+class SavedModel:
+    """What an adapter directory holds, loaded.
+
+    Attributes:
+        config: The RMT config.
+        memory: The trained initial memory, (num_mem_tokens, hidden_size), checked finite.
+        base: The base causal LM with the directory's LoRA adapter (a PeftModel) and fine-tuned
+            modules loaded onto it.
+    """
+
+    config: RMTConfig
+    memory: torch.Tensor
+    base: nn.Module
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _apply_umask(root: Path) -> None:
+    """Give everything under `root` the modes a plain `open`/`mkdir` would have.
+
+    mkdtemp makes a private (0700) directory and safetensors writes 0600 files; an adapter or
+    checkpoint is meant to be shared like any other file its user writes.
+    """
+    umask = _current_umask()
+    os.chmod(root, 0o777 & ~umask)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), 0o777 & ~umask)
+        for name in files:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), 0o666 & ~umask)
 
 
 @contextmanager
@@ -46,16 +93,15 @@ def atomic_directory(path: str | Path):
     """Yield a temporary directory that replaces `path` only if the block finishes.
 
     The temporary directory sits beside `path` (same filesystem), so the final rename is atomic;
-    an existing `path` is moved aside first and deleted only after the new one is in place.
+    an existing `path` is moved aside first and deleted only after the new one is in place. Files
+    and folders get the user's usual modes (umask) before the rename.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should be an ordinary dir
     try:
         yield tmp
+        _apply_umask(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -83,14 +129,20 @@ def forget_quantization(model) -> None:
         model._weight_conversions = None  # fall back to the architecture's default mapping
 
 
-def save_memory_model(model, path: str | Path, base_model_name_or_path: str | None = None,
-                      extra_files: Callable[[Path], None] | None = None,
-                      finetuned_modules: Sequence[str] = ()) -> None:
-    """Write `model` (a RecurrentMemoryModel) to `path` atomically.
+# --- writing ----------------------------------------------------------------------------------
+
+
+def write_adapter(path: str | Path, config: RMTConfig, memory: torch.Tensor, base: nn.Module,
+                  base_model_name_or_path: str | None = None,
+                  extra_files: Callable[[Path], None] | None = None,
+                  finetuned_modules: Sequence[str] = ()) -> None:
+    """Write an adapter directory at `path` atomically (replacing what is there).
 
     Args:
-        model: The memory model.
-        path: Output directory (replaced if it exists).
+        path: Output directory.
+        config: The RMT config.
+        memory: The initial memory, (num_mem_tokens, hidden_size).
+        base: The base causal LM; its PEFT adapter is saved when it is a PeftModel.
         base_model_name_or_path: Where the base checkpoint lives; defaults to what the base's
             config records.
         extra_files: Called with the temporary directory to add files (tokenizer, model card)
@@ -99,12 +151,10 @@ def save_memory_model(model, path: str | Path, base_model_name_or_path: str | No
             weights were trained in full; saved to finetuned_modules.safetensors. With LoRA,
             PEFT's modules_to_save already holds them.
     """
-    base = model.base
     lm = unwrap_causal_lm(base)
     with atomic_directory(path) as tmp:
-        model.config.save(tmp / RMT_CONFIG_FILE)
-        memory = model.memory.detach().to("cpu").contiguous()
-        save_file({"memory": memory}, str(tmp / MEMORY_FILE))
+        config.save(tmp / RMT_CONFIG_FILE)
+        save_file({"memory": memory.detach().to("cpu").contiguous()}, str(tmp / MEMORY_FILE))
         recorded = base_model_name_or_path or getattr(lm.config, "_name_or_path", "") or ""
         (tmp / BASE_FILE).write_text(
             json.dumps({"base_model_name_or_path": str(recorded), "architecture": type(lm).__name__}, indent=2) + "\n"
@@ -117,6 +167,12 @@ def save_memory_model(model, path: str | Path, base_model_name_or_path: str | No
             extra_files(tmp)
 
 
+def save_memory_model(model, path: str | Path, **kwargs) -> None:
+    """`write_adapter` for an object with `config`, `memory` and `base` (a RecurrentMemoryModel);
+    the export's entry point, equal to `model.save_pretrained(path, **kwargs)`."""
+    write_adapter(path, model.config, model.memory, model.base, **kwargs)
+
+
 def finetuned_state_dict(lm, modules: Sequence[str]) -> dict[str, torch.Tensor]:
     """The weights of the modules named `modules` (suffixes) in `lm`'s own state-dict keys."""
     prefixes = [name for name, _ in lm.named_modules()
@@ -127,102 +183,159 @@ def finetuned_state_dict(lm, modules: Sequence[str]) -> dict[str, torch.Tensor]:
     return {key: value.clone() for key, value in state.items()}
 
 
+# --- reading ----------------------------------------------------------------------------------
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise AdapterError(f"{file}: unreadable or truncated safetensors file ({err}); "
+                           "export the adapter again") from err
+
+
+def _read_json_object(file: Path) -> dict:
+    try:
+        values = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise AdapterError(f"{file}: not valid JSON ({err}); export the adapter again") from err
+    if not isinstance(values, dict):
+        raise AdapterError(f"{file}: expected a JSON object; export the adapter again")
+    return values
+
+
+def read_rmt_config(path: str | Path) -> RMTConfig:
+    """The RMT config of an adapter directory."""
+    try:
+        return RMTConfig.load(Path(path) / RMT_CONFIG_FILE)
+    except ConfigError as err:
+        raise AdapterError(str(err)) from err
+
+
 def load_finetuned_modules(lm, path: Path) -> None:
     file = path / FINETUNED_FILE
-    try:
-        tensors = load_file(str(file))
-    except (SafetensorError, OSError) as err:
-        raise AdapterError(f"{file}: unreadable or truncated safetensors file ({err})") from err
+    tensors = _load_safetensors(file)
     own = lm.state_dict()
     for key, value in tensors.items():
         if key not in own or tuple(own[key].shape) != tuple(value.shape):
             found = tuple(own[key].shape) if key in own else "no such weight"
             raise AdapterError(f"{file}: {key} {tuple(value.shape)} does not fit this base ({found}); "
-                                  "pass the base checkpoint it was trained on")
+                               "pass the base checkpoint it was trained on")
     lm.load_state_dict(tensors, strict=False)
 
 
 def read_memory(path: str | Path) -> torch.Tensor:
-    """The saved initial memory (M, D) of a saved model directory."""
+    """The saved initial memory (M, D) of an adapter directory, checked to be finite."""
     file = Path(path) / MEMORY_FILE
     if not file.is_file():
         raise AdapterError(f"{file}: memory file missing; is {path} an rmt-scale model directory?")
-    try:
-        tensors = load_file(str(file))
-    except (SafetensorError, OSError) as err:
-        raise AdapterError(f"{file}: unreadable or truncated safetensors file ({err})") from err
-    if "memory" not in tensors:
-        raise AdapterError(f"{file}: has no 'memory' tensor")
-    return tensors["memory"]
+    memory = _load_safetensors(file).get("memory")
+    if memory is None:
+        raise AdapterError(f"{file}: has no 'memory' tensor; export the adapter again")
+    if memory.dim() != 2 or not memory.is_floating_point():
+        raise AdapterError(f"{file}: 'memory' must be a (num_mem_tokens, hidden_size) float tensor, "
+                           f"got {memory.dtype} of shape {tuple(memory.shape)}")
+    if not bool(torch.isfinite(memory).all()):
+        raise AdapterError(f"{file}: the memory holds NaN or inf values (training diverged?); "
+                           "export a checkpoint from before the loss went non-finite")
+    return memory
 
 
 def recorded_base_path(path: str | Path) -> str | None:
+    """The base checkpoint an adapter directory records, relative paths resolved; None if none."""
     file = Path(path) / BASE_FILE
     if not file.is_file():
         return None
-    try:
-        recorded = json.loads(file.read_text()).get("base_model_name_or_path") or None
-    except json.JSONDecodeError as err:
-        raise AdapterError(f"{file}: not valid JSON ({err})") from err
+    recorded = _read_json_object(file).get("base_model_name_or_path") or None
     if recorded and not Path(recorded).expanduser().is_absolute() and (Path(path) / recorded).is_dir():
         return str(Path(path) / recorded)  # saved beside the adapter (an exported random base)
     return recorded
 
 
-def load_memory_model(cls, path: str | Path, base=None, base_model_name_or_path: str | None = None,
-                      is_trainable: bool = False, **base_kwargs):
-    """Load a directory written by `save_memory_model`.
+def _load_base(path: Path, base_model_name_or_path: str | None, base_kwargs: dict) -> nn.Module:
+    source = base_model_name_or_path or recorded_base_path(path)
+    if not source:
+        raise AdapterError(f"{path}: no base model recorded; pass base= or base_model_name_or_path=")
+    if not Path(source).expanduser().is_dir():
+        raise AdapterError(
+            f"base checkpoint {source!r} recorded in {path} is not a local directory; pass "
+            "base_model_name_or_path= pointing to it"
+        )
+    return load_causal_lm(source, **base_kwargs)
+
+
+def read_lora_config(path: Path):
+    """The PEFT config of an adapter directory (None without one), its weights file checked to
+    be there: what is wrong with the adapter is said before a base is loaded or blamed."""
+    from peft import PeftConfig
+
+    config_file, weights_file = path / ADAPTER_CONFIG_FILE, path / ADAPTER_WEIGHTS_FILE
+    if not config_file.is_file():
+        return None
+    if "peft_type" not in _read_json_object(config_file):
+        raise AdapterError(f"{config_file}: not a PEFT adapter config (no peft_type); export the adapter again")
+    try:
+        peft_config = PeftConfig.from_pretrained(str(path))
+    except (ValueError, TypeError, KeyError) as err:
+        raise AdapterError(f"{config_file}: this PEFT version cannot read the adapter config "
+                           f"({first_line(err)}); export the adapter again") from err
+    if not weights_file.is_file():
+        raise AdapterError(f"{weights_file}: LoRA weights missing beside {ADAPTER_CONFIG_FILE}; "
+                           "export the adapter again")
+    return peft_config
+
+
+def _attach_lora(base: nn.Module, path: Path, peft_config, is_trainable: bool) -> nn.Module:
+    """`base` with the directory's LoRA adapter."""
+    from peft import PeftModel
+
+    weights_file = path / ADAPTER_WEIGHTS_FILE
+    try:
+        return PeftModel.from_pretrained(base, str(path), config=peft_config, is_trainable=is_trainable)
+    except SafetensorError as err:
+        raise AdapterError(f"{weights_file}: unreadable or truncated safetensors file ({err}); "
+                           "export the adapter again") from err
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise AdapterError(
+            f"{path}: the LoRA adapter does not fit this base model ({first_line(err)}); "
+            "pass the base checkpoint it was trained on"
+        ) from err
+
+
+def read_adapter(path: str | Path, base: nn.Module | None = None,
+                 base_model_name_or_path: str | None = None, is_trainable: bool = False,
+                 **base_kwargs) -> SavedModel:
+    """Read a directory written by `write_adapter`, base included.
 
     Args:
-        cls: RecurrentMemoryModel.
-        path: The saved directory.
+        path: The adapter directory.
         base: The base causal LM; loaded from `base_model_name_or_path` or the recorded path
             when None.
         base_model_name_or_path: Overrides the recorded base path.
         is_trainable: Load the LoRA adapter trainable (for further fine-tuning).
         base_kwargs: Passed to `AutoModelForCausalLM.from_pretrained` (e.g. dtype).
+
+    Raises:
+        AdapterError: A missing, partial or corrupt directory, or a base it does not fit.
     """
     path = Path(path)
     if not path.is_dir():
         raise AdapterError(f"{path}: no such model directory")
-    try:
-        config = RMTConfig.load(path / RMT_CONFIG_FILE)
-    except ConfigError as err:
-        raise AdapterError(str(err)) from err
+    config = read_rmt_config(path)
     memory = read_memory(path)
+    peft_config = read_lora_config(path)
     if base is None:
-        source = base_model_name_or_path or recorded_base_path(path)
-        if not source:
-            raise AdapterError(
-                f"{path}: no base model recorded; pass base= or base_model_name_or_path="
-            )
-        from transformers import AutoModelForCausalLM
-
-        if not Path(source).is_dir():
-            raise AdapterError(
-                f"base checkpoint {source!r} recorded in {path} is not a local directory; pass "
-                "base_model_name_or_path= pointing to it"
-            )
-        # trust_remote_code stays off: loading never runs code from a checkpoint.
-        base = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, **base_kwargs)
-    if (path / ADAPTER_CONFIG_FILE).is_file() and not hasattr(base, "peft_config"):
-        from peft import PeftModel
-
-        try:
-            base = PeftModel.from_pretrained(base, str(path), is_trainable=is_trainable)
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise AdapterError(
-                f"{path}: the LoRA adapter does not fit this base model ({str(err).splitlines()[0]}); "
-                "pass the base checkpoint it was trained on"
-            ) from err
+        base = _load_base(path, base_model_name_or_path, base_kwargs)
+    if peft_config is not None and not hasattr(base, "peft_config"):
+        base = _attach_lora(base, path, peft_config, is_trainable)
     if (path / FINETUNED_FILE).is_file():
         load_finetuned_modules(unwrap_causal_lm(base), path)
-    model = cls.wrap(base, config)
-    if tuple(memory.shape) != tuple(model.memory.shape):
-        raise AdapterError(
-            f"{path}: saved memory has shape {tuple(memory.shape)} but this base needs "
-            f"{tuple(model.memory.shape)} (num_mem_tokens, hidden_size); wrong base model?"
-        )
-    with torch.no_grad():
-        model.memory.copy_(memory.to(model.memory.dtype))
-    return model
+    embeddings = getattr(unwrap_causal_lm(base), "get_input_embeddings", None)
+    if callable(embeddings):  # anything else is refused, with its reason, when it is wrapped
+        expected = (config.num_mem_tokens, embeddings().weight.shape[-1])
+        if tuple(memory.shape) != expected:
+            raise AdapterError(
+                f"{path}: saved memory has shape {tuple(memory.shape)} but this base needs "
+                f"{expected} (num_mem_tokens, hidden_size); wrong base model?"
+            )
+    return SavedModel(config, memory, base)

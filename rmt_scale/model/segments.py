@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rmt_scale.errors import DataError
+
 IGNORE_INDEX = -100
 
 
@@ -85,7 +87,7 @@ class SegmentPlan:
         self.padded = attention_mask is not None
         if not self.padded:
             if total == 0:
-                raise ValueError("input_ids is empty: every sample needs at least one token")
+                raise DataError("input_ids is empty: every sample needs at least one token")
             self.targets = shift_targets(labels) if labels is not None else None
             self.num_steps = -(-total // segment_size)
             return
@@ -96,7 +98,7 @@ class SegmentPlan:
         self.lengths = [int(p.numel()) for p in self.positions]
         empty = [i for i, n in enumerate(self.lengths) if n == 0]
         if empty:
-            raise ValueError(f"samples {empty} have no tokens (attention_mask all 0)")
+            raise DataError(f"samples {empty} have no tokens (attention_mask all 0)")
         self.sample_targets = None
         if labels is not None:
             self.sample_targets = [

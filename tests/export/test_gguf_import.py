@@ -79,7 +79,7 @@ def test_default_checkpoint_loads_and_answers(default_checkpoint):
 
 @pytest.mark.slow
 def test_truncated_real_gguf(tmp_path, default_checkpoint):
-    from rmt_scale.export.gguf import default_gguf_path, fetch_default
+    from rmt_scale.export.default_model import default_gguf_path, fetch_default
 
     assert fetch_default() == default_checkpoint  # already complete: reused, not imported again
     real = default_gguf_path().read_bytes()

@@ -1,16 +1,22 @@
-"""save_pretrained / from_pretrained round trips, and bad saved directories."""
+"""save_pretrained / from_pretrained round trips, file modes, and bad saved directories."""
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import stat
+from pathlib import Path
 
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import save_file
 
+import rmt_scale.model.saving as saving
 from rmt_scale import RecurrentMemoryModel, RMTConfig
 from rmt_scale.errors import AdapterError
-from rmt_scale.model.saving import atomic_directory
+from rmt_scale.model.saving import atomic_directory, read_adapter
 from tests.tiny_models import tiny_causal_lm
 
 
@@ -98,3 +104,73 @@ def test_atomic_directory_keeps_previous_on_failure(tmp_path):
             raise RuntimeError("crash mid-save")
     assert json.loads((target / "a.json").read_text()) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left behind
+
+
+@pytest.fixture
+def lora_dir(tmp_path):
+    base = get_peft_model(tiny_causal_lm(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model = trained_like(RecurrentMemoryModel.wrap(base, RMTConfig(num_mem_tokens=2, segment_size=8)))
+    model.save_pretrained(tmp_path / "m")
+    return tmp_path / "m", model
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_saved_files_get_the_users_modes(lora_dir, tmp_path, umask):
+    _, model = lora_dir
+    previous = os.umask(umask)
+    try:
+        model.save_pretrained(tmp_path / "out", extra_files=lambda tmp: (tmp / "sub").mkdir())
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "out", *(tmp_path / "out").rglob("*")]}
+    # safetensors and mkdtemp alone would make adapter_model.safetensors 0600 and the folder 0700.
+    assert {"out", "sub", "adapter_model.safetensors", "memory.safetensors", "rmt_config.json"} <= set(modes)
+    assert modes.pop("out") == modes.pop("sub") == 0o777 & ~umask
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_read_adapter_gives_the_pieces(lora_dir):
+    path, model = lora_dir
+    saved = read_adapter(path, tiny_causal_lm())
+    assert saved.config == model.config
+    torch.testing.assert_close(saved.memory, model.memory.detach())
+    assert hasattr(saved.base, "peft_config")  # the LoRA adapter is attached
+
+
+def test_saving_does_not_import_the_model_class():
+    tree = ast.parse(Path(saving.__file__).read_text())
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "rmt_scale.model.recurrent" not in modules
+    # Nor is it handed the class to build (the old `load_memory_model(cls, ...)`).
+    assert not [node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                and any(arg.arg == "cls" for arg in node.args.args)]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: (p / "adapter_config.json").write_text("{not json"), "adapter_config.json: not valid JSON"),
+    (lambda p: (p / "adapter_config.json").write_text("[1, 2]"), "adapter_config.json: expected a JSON object"),
+    (lambda p: (p / "adapter_config.json").write_text('{"r": 4}'), "not a PEFT adapter config (no peft_type)"),
+    (lambda p: (p / "adapter_config.json").write_text('{"peft_type": "NOPE"}'), "cannot read the adapter config"),
+    (lambda p: (p / "adapter_model.safetensors").unlink(), "adapter_model.safetensors: LoRA weights missing"),
+    (lambda p: (p / "adapter_model.safetensors").write_bytes(b"\x10" * 30), "unreadable or truncated"),
+    (lambda p: (p / "rmt_base.json").write_text("{"), "rmt_base.json: not valid JSON"),
+])
+def test_a_damaged_adapter_names_the_damage_not_the_base(lora_dir, damage, message):
+    path, _ = lora_dir
+    damage(path)
+    # rmt_base.json is read only when no base is given.
+    base = None if "rmt_base" in message else tiny_causal_lm()
+    with pytest.raises(AdapterError) as caught:
+        RecurrentMemoryModel.from_pretrained(path, base)
+    assert message in str(caught.value) and "base model" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_memory_is_an_adapter_error(lora_dir, value):
+    path, model = lora_dir
+    memory = model.memory.detach().clone()
+    memory[0, 0] = value
+    save_file({"memory": memory}, str(path / "memory.safetensors"))
+    with pytest.raises(AdapterError, match="NaN or inf"):
+        RecurrentMemoryModel.from_pretrained(path, tiny_causal_lm())
