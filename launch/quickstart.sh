@@ -48,7 +48,7 @@ else
 fi
 
 step "3/6 train (deepspeed, $DEVICES ranks): $OUT/train"
-deepspeed --num_gpus "$DEVICES" launch/train.py --config launch/configs/quickstart.yaml \
+rmt-scale train --config quickstart --num-gpus "$DEVICES" \
     output_dir="$OUT/train" model.path="$BASE" "${TRAIN_OVERRIDES[@]}"
 
 step "4/6 export the adapter: $OUT/adapter"

@@ -3,18 +3,11 @@ of ranks, no process group, and never unpickling anything but tensors and a few 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
 from rmt_scale.errors import CheckpointError
-
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
 
 
 def _safe_load(path: Path) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from collections.abc import Callable
@@ -15,10 +14,7 @@ from deepspeed.accelerator import get_accelerator
 
 from rmt_scale.errors import RankZeroError
 
-logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
 
 
 def env_rank() -> int:
@@ -105,12 +101,15 @@ def rank0_first(build: Callable[[], T]) -> T:
     If it fails on rank 0, every rank raises the same error instead of waiting forever for a
     rank that has gone.
     """
-    result = _on_rank0(build, catch=(ValueError, OSError))  # the project's errors are ValueErrors
+    result = on_rank0(build, catch=(ValueError, OSError))  # the project's errors are ValueErrors
     return result if is_main() else build()
 
 
-def _on_rank0(work: Callable[[], T], catch: tuple[type[BaseException], ...], prefix: str = "") -> T | None:
-    """Run `work` on rank 0 only; an error of a `catch` type is raised on every rank."""
+def on_rank0(work: Callable[[], T], catch: tuple[type[BaseException], ...], prefix: str = "") -> T | None:
+    """Run `work` on rank 0 only; an error of a `catch` type is raised on every rank.
+
+    Every rank must call it: it ends with a broadcast from rank 0, so it is also a barrier.
+    """
     failure: list[Any] = [None]
     result = None
     if is_main():
@@ -124,8 +123,3 @@ def _on_rank0(work: Callable[[], T], catch: tuple[type[BaseException], ...], pre
         name, message = failure[0]
         raise RankZeroError(message, name)
     return result
-
-
-# --- precision and the DeepSpeed JSON ----------------------------------------------------------
-
-

@@ -25,11 +25,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from rmt_scale.errors import CheckpointError, ConfigError
+from rmt_scale.errors import CheckpointError, InputError
 from rmt_scale.model.loading import TOKENIZER_FILES
 from rmt_scale.model.saving import save_memory_model
 from rmt_scale.training import run_dir
-from rmt_scale.training.config import TrainConfig, config_from_dict
+from rmt_scale.training.config import TrainConfig
+from rmt_scale.training.metrics import read_metrics
+from rmt_scale.training.run_dir import read_checkpoint_config
 
 logger = logging.getLogger(__name__)
 
@@ -62,16 +64,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
             raise CheckpointError(f"{path}: no complete checkpoint under {run_dir.checkpoint_root(path)}")
         return latest
     raise CheckpointError(f"{path}: neither a run directory (with checkpoints/) nor a checkpoint directory")
-
-
-def read_checkpoint_config(checkpoint: Path) -> TrainConfig:
-    file = checkpoint / run_dir.CONFIG_FILE
-    try:
-        return config_from_dict(yaml.safe_load(file.read_text()) or {})
-    except (OSError, yaml.YAMLError) as err:
-        raise CheckpointError(f"{file}: unreadable training config ({err})") from None
-    except ConfigError as err:
-        raise CheckpointError(f"{file}: {err}") from None
 
 
 # --- export ------------------------------------------------------------------------------------
@@ -192,21 +184,15 @@ def eval_results_file(run_dir: Path, given: str | Path | None) -> Path | None:
     return default if default.is_file() else None
 
 
-def last_eval(run_dir: Path, state: dict) -> dict | None:
+def last_eval(run_directory: Path, state: dict) -> dict | None:
     """The last validation record at or before the checkpoint's step (metrics.jsonl)."""
-    path = run_dir / run_dir.METRICS_FILE
     step = state.get("curriculum", {}).get("global_step")
-    found = None
-    if not path.is_file():
+    try:
+        records = read_metrics(run_directory, "eval")
+    except InputError:  # a run without metrics.jsonl: the card says so
         return None
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("kind") == "eval" and (step is None or record.get("step", 0) <= step):
-            found = record
-    return found
+    found = [r for r in records if step is None or r.get("step", 0) <= step]
+    return found[-1] if found else None
 
 
 def _read_json(path: Path):

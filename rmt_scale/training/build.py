@@ -12,31 +12,55 @@ checkpointing of the recurrence is the core's `rmt.segment_checkpointing`.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from rmt_scale.config import RMTConfig
-from rmt_scale.errors import ConfigError
+from rmt_scale.errors import AdapterError, ConfigError
+from rmt_scale.model.loading import load_causal_lm, parse_dtype
 from rmt_scale.model.recurrent import RecurrentMemoryModel
-from rmt_scale.training.config import (
+from rmt_scale.training.config import TrainConfig
+from rmt_scale.training.model_config import (
     FinetuneConfig,
     LoraSettings,
     ModelConfig,
     RandomModelConfig,
-    TrainConfig,
 )
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Precision names (fp32, bf16, fp16) -> the dtype names of rmt_scale.model.loading.DTYPES.
+PRECISION_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def model_dtype(model: ModelConfig, precision: str) -> torch.dtype:
     """The weights' dtype: model.dtype, or the resolved precision's when "auto"."""
-    return PRECISION_DTYPES[precision] if model.dtype == "auto" else DTYPES[model.dtype]
+    return parse_dtype(model.dtype, "model.dtype") or parse_dtype(PRECISION_DTYPE_NAMES[precision])
+
+
+def base_hidden_size(model: ModelConfig) -> int:
+    """The base model's width, read without loading weights: config.json of `model.path` (through
+    AutoConfig) or the random spec. ZeRO bucket sizes in the DeepSpeed JSON scale with it."""
+    if model.init == "random":
+        return model.random.hidden_size
+    check_base_path(model)
+    from transformers import AutoConfig
+
+    try:
+        base_config = AutoConfig.from_pretrained(str(model.resolved_path()),
+                                                 trust_remote_code=model.trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"model.path {model.resolved_path()}: unreadable config.json ({first})") from None
+    size = getattr(base_config, "hidden_size", None)
+    if not isinstance(size, int) or size <= 0:
+        # Multimodal configs keep the language model's sizes in a sub-config.
+        size = getattr(getattr(base_config, "text_config", None), "hidden_size", None)
+    if not isinstance(size, int) or size <= 0:
+        raise ConfigError(f"model.path {model.resolved_path()}: config.json has no hidden_size; "
+                          "is it a decoder language model?")
+    return size
 
 
 def check_base_path(model: ModelConfig) -> None:
@@ -91,8 +115,6 @@ def load_base(model: ModelConfig, dtype: torch.dtype, device: torch.device | Non
     if model.init == "random":
         return random_base(model.random, dtype)
     check_base_path(model)
-    from transformers import AutoModelForCausalLM
-
     kwargs: dict = {"dtype": dtype}
     if model.attn_implementation:
         kwargs["attn_implementation"] = model.attn_implementation
@@ -105,10 +127,9 @@ def load_base(model: ModelConfig, dtype: torch.dtype, device: torch.device | Non
         # 4-bit weights are quantized as they load onto their device and cannot move afterwards.
         kwargs["device_map"] = {"": str(device or "cpu")}
     try:
-        return AutoModelForCausalLM.from_pretrained(str(model.resolved_path()), **kwargs)
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"model.path {model.resolved_path()}: cannot load the checkpoint ({first})") from None
+        return load_causal_lm(model.resolved_path(), trust_remote_code=model.trust_remote_code, **kwargs)
+    except AdapterError as err:  # the loader's message names the directory and the cause
+        raise ConfigError(f"model.path: {err}") from None
 
 
 def enable_gradient_checkpointing(base: nn.Module) -> None:
@@ -184,10 +205,6 @@ def build_model(config: TrainConfig, precision: str, device: torch.device | None
     return model
 
 
-def hidden_size(model: RecurrentMemoryModel) -> int:
-    return int(model.memory.shape[-1])
-
-
 def describe_trainable(model: nn.Module) -> tuple[int, int, list[str]]:
     """(trainable elements, all elements, kinds of trainable parameters) for the startup log."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -204,8 +221,3 @@ def _kind(name: str) -> str:
     if ".modules_to_save." in name:
         return name.split(".modules_to_save.")[0].rsplit(".", 1)[-1]
     return name.rsplit(".", 2)[-2] if "." in name else name
-
-
-def base_path_of(config: TrainConfig) -> str | None:
-    path = config.model.resolved_path()
-    return str(Path(path)) if path is not None and config.model.init == "pretrained" else None

@@ -18,273 +18,32 @@ from pathlib import Path
 import yaml
 
 from rmt_scale.config import RMTConfig
-from rmt_scale.errors import ConfigError
+from rmt_scale.resources import find_recipe
 from rmt_scale.training.config_file import apply_override, build_dataclass, read_yaml
+from rmt_scale.training.config_file import check as _check
+from rmt_scale.training.curriculum_config import (
+    AdvanceRule,
+    CurriculumConfig,
+    ScheduleConfig,
+    StageConfig,
+)
+from rmt_scale.training.data_config import BabilongDataConfig, DataConfig, SyntheticDataConfig
+from rmt_scale.training.model_config import (
+    FinetuneConfig,
+    LoraSettings,
+    ModelConfig,
+    RandomModelConfig,
+)
+
+# The section classes live in their own modules; they are importable from here too.
+__all__ = [
+    "AdvanceRule", "BabilongDataConfig", "BatchConfig", "CheckpointConfig", "CurriculumConfig",
+    "DataConfig", "EvalConfig", "FinetuneConfig", "LoggingConfig", "LoraSettings", "ModelConfig",
+    "OptimizerConfig", "RandomModelConfig", "ScheduleConfig", "StageConfig", "SyntheticDataConfig",
+    "TrainConfig", "apply_override", "config_from_dict", "load_train_config",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
-@dataclass
-class RandomModelConfig:
-    """A small randomly initialised base model, built in memory (tests and the tiny recipe).
-
-    Attributes:
-        arch: One of llama, mistral, qwen2, gpt2.
-        vocab_size: Vocabulary size; ids 0..3 are pad, bos, eos and the synthetic query marker.
-        hidden_size: Model width.
-        num_layers: Decoder layers.
-        num_heads: Attention heads.
-        num_kv_heads: Key/value heads (grouped-query attention); ignored for gpt2.
-        intermediate_size: MLP width; None means 2 * hidden_size.
-        max_positions: Largest position the model is built for.
-        seed: Seed of the weight initialisation; separate from the run seed so that `seed=N`
-            changes the data order and adapters, never the frozen base.
-    """
-
-    arch: str = "llama"
-    vocab_size: int = 64
-    hidden_size: int = 32
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int | None = None
-    max_positions: int = 1024
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _check(self.arch in ("llama", "mistral", "qwen2", "gpt2"),
-               f"model.random.arch must be llama, mistral, qwen2 or gpt2, got {self.arch!r}")
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "max_positions"):
-            _check(getattr(self, name) > 0, f"model.random.{name} must be positive, got {getattr(self, name)}")
-        _check(self.hidden_size % self.num_heads == 0,
-               f"model.random.hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})")
-
-
-@dataclass
-class ModelConfig:
-    """The base model.
-
-    Attributes:
-        path: Local directory of a Hugging Face checkpoint (config.json, weights, tokenizer).
-            `~` is expanded. Required when `init` is "pretrained".
-        init: "pretrained" loads `path`; "random" builds `random` in memory (no files needed).
-        random: The architecture and sizes used when `init` is "random".
-        dtype: Weights dtype: "auto" follows `precision` (bf16/fp16 on GPUs, fp32 on CPU).
-        load_in_4bit: Load the frozen base in 4-bit NF4 (bitsandbytes, QLoRA). Needs LoRA and
-            ZeRO stage 0-2 (ZeRO-3 cannot partition 4-bit weights).
-        gradient_checkpointing: The base model's own per-layer activation checkpointing
-            (independent of `rmt.segment_checkpointing`, which recomputes whole segments).
-        attn_implementation: Passed to transformers ("sdpa", "eager", "flash_attention_2");
-            None keeps the transformers default.
-    """
-
-    path: str | None = None
-    init: str = "pretrained"
-    random: RandomModelConfig = field(default_factory=RandomModelConfig)
-    dtype: str = "auto"
-    load_in_4bit: bool = False
-    gradient_checkpointing: bool = False
-    attn_implementation: str | None = None
-
-    def __post_init__(self) -> None:
-        _check(self.init in ("pretrained", "random"),
-               f"model.init must be 'pretrained' or 'random', got {self.init!r}")
-        _check(self.init == "random" or bool(self.path),
-               "model.path is required when model.init is 'pretrained' (a local checkpoint directory)")
-        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"),
-               f"model.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
-
-    def resolved_path(self) -> Path | None:
-        return Path(self.path).expanduser() if self.path else None
-
-
-@dataclass
-class LoraSettings:
-    """LoRA adapters (PEFT), attached to the base before it is wrapped with memory.
-
-    Attributes:
-        enabled: Train LoRA adapters; false means full fine-tuning of `finetune.modules`.
-        r: Adapter rank.
-        alpha: Scaling numerator (the update is scaled by alpha / r).
-        dropout: Dropout on the adapter input.
-        target_modules: Module names (suffixes) that get adapters, e.g. q_proj, v_proj; for
-            gpt2 use c_attn.
-    """
-
-    enabled: bool = True
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-
-    def __post_init__(self) -> None:
-        _check(self.r > 0, f"lora.r must be positive, got {self.r}")
-        _check(0.0 <= self.dropout < 1.0, f"lora.dropout must be in [0, 1), got {self.dropout}")
-        _check(not self.enabled or len(self.target_modules) > 0,
-               "lora.target_modules is empty; name the modules that get adapters or set lora.enabled=false")
-
-
-@dataclass
-class FinetuneConfig:
-    """Modules trained in full (besides LoRA and memory).
-
-    Attributes:
-        modules: Module names (suffixes, e.g. lm_head, embed_tokens) whose weights all train.
-            With LoRA they become PEFT `modules_to_save`; without LoRA they are the only base
-            weights that train. "all" (alone) trains the whole base (full fine-tuning).
-    """
-
-    modules: list[str] = field(default_factory=list)
-
-    def trains_everything(self) -> bool:
-        return self.modules == ["all"]
-
-
-@dataclass
-class SyntheticDataConfig:
-    """The built-in key-recall task (rmt_scale.data.synthetic.KeyRecallDataset).
-
-    Attributes:
-        key_length: Tokens in the key to recall.
-        key_vocab: Keys are drawn from this many ids; chance accuracy is 1 / key_vocab.
-    """
-
-    key_length: int = 2
-    key_vocab: int = 8
-
-
-@dataclass
-class BabilongDataConfig:
-    """BABILong samples: a bAbI task hidden in noise text, built by rmt_scale.data.
-
-    Attributes:
-        task: bAbI task, "qa1" .. "qa20".
-        tokenizer: Tokenizer directory; None uses `model.path`.
-        babi_dir: Directory of the bAbI files; None uses the data module's default.
-        noise_files: Text files used as noise; None uses the data module's default.
-        hf_name: Hub dataset with the babi_qa schema, used when babi_dir is None (and cached
-            locally); None with no babi_dir uses the built-in generator (qa1-qa3).
-        split: bAbI split of the training samples.
-        valid_split: bAbI split of the validation samples.
-    """
-
-    task: str = "qa1"
-    tokenizer: str | None = None
-    babi_dir: str | None = None
-    noise_files: list[str] | None = None
-    hf_name: str | None = None
-    split: str = "train"
-    valid_split: str = "validation"
-
-
-@dataclass
-class DataConfig:
-    """Training data. A sample of a stage with n segments has n * rmt.segment_size tokens.
-
-    Attributes:
-        kind: "synthetic" (built-in key recall) or "babilong".
-        num_samples: Training samples per length; the order is reshuffled every epoch.
-        valid_samples: Validation samples per length (for evaluation and early advance).
-        seed: Seed of the samples themselves; None uses the run seed.
-        synthetic: Settings of the synthetic task.
-        babilong: Settings of the BABILong task.
-    """
-
-    kind: str = "synthetic"
-    num_samples: int = 1024
-    valid_samples: int = 64
-    seed: int | None = None
-    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
-    babilong: BabilongDataConfig = field(default_factory=BabilongDataConfig)
-
-    def __post_init__(self) -> None:
-        _check(self.kind in ("synthetic", "babilong"),
-               f"data.kind must be 'synthetic' or 'babilong', got {self.kind!r}")
-        _check(self.num_samples > 0, f"data.num_samples must be positive, got {self.num_samples}")
-        _check(self.valid_samples >= 0, f"data.valid_samples must be >= 0, got {self.valid_samples}")
-
-
-@dataclass
-class AdvanceRule:
-    """Leave a stage early once a validation metric is good enough.
-
-    Attributes:
-        metric: "accuracy" (labelled tokens predicted right, higher is better) or "loss".
-        threshold: Advance when accuracy >= threshold (or loss <= threshold).
-        min_steps: Never advance before this many steps of the stage.
-    """
-
-    metric: str = "accuracy"
-    threshold: float = 0.9
-    min_steps: int = 0
-
-    def __post_init__(self) -> None:
-        _check(self.metric in ("accuracy", "loss"),
-               f"advance.metric must be 'accuracy' or 'loss', got {self.metric!r}")
-
-    def reached(self, metrics: dict[str, float]) -> bool:
-        value = metrics[self.metric]
-        return value >= self.threshold if self.metric == "accuracy" else value <= self.threshold
-
-
-@dataclass
-class StageConfig:
-    """One curriculum stage.
-
-    Attributes:
-        num_segments: Segments per sample (sequence length = num_segments * segment_size).
-        steps: Optimizer steps in the stage. Exactly one of steps and tokens is set.
-        tokens: Training tokens in the stage (global); the stage ends at the first step that
-            reaches it.
-        lr: Peak learning rate of the stage; None uses optimizer.lr.
-        vary_n_segments: Draw each batch's number of segments uniformly from
-            [min_segments, num_segments] (the RMT papers' vary_n_segments).
-        min_segments: Lower end of the draw when vary_n_segments is on.
-        advance: Optional early-advance rule checked at every evaluation.
-    """
-
-    num_segments: int = 1
-    steps: int | None = None
-    tokens: int | None = None
-    lr: float | None = None
-    vary_n_segments: bool = False
-    min_segments: int = 1
-    advance: AdvanceRule | None = None
-
-    def __post_init__(self) -> None:
-        _check(self.num_segments >= 1, f"stage num_segments must be >= 1, got {self.num_segments}")
-        _check((self.steps is None) != (self.tokens is None),
-               f"a stage needs exactly one of steps and tokens, got steps={self.steps} tokens={self.tokens}")
-        _check(self.steps is None or self.steps > 0, f"stage steps must be positive, got {self.steps}")
-        _check(self.tokens is None or self.tokens > 0, f"stage tokens must be positive, got {self.tokens}")
-        _check(self.lr is None or self.lr > 0, f"stage lr must be positive, got {self.lr}")
-        _check(1 <= self.min_segments <= self.num_segments,
-               f"stage min_segments must be in [1, num_segments={self.num_segments}], got {self.min_segments}")
-
-
-@dataclass
-class CurriculumConfig:
-    """Stages run in order, each on longer inputs.
-
-    Attributes:
-        stages: The stages; at least one.
-        stages_per_launch: Stop after finishing this many stages in one launch (a checkpoint is
-            always written at a stage end); the next launch with `resume=auto` continues with
-            the next stage. None runs all remaining stages. 1 gives the one-job-per-stage pattern.
-    """
-
-    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(num_segments=1, steps=100)])
-    stages_per_launch: int | None = None
-
-    def __post_init__(self) -> None:
-        _check(len(self.stages) > 0, "curriculum.stages is empty; give at least one stage")
-        _check(self.stages_per_launch is None or self.stages_per_launch > 0,
-               f"curriculum.stages_per_launch must be positive or null, got {self.stages_per_launch}")
 
 
 @dataclass
@@ -350,27 +109,6 @@ class OptimizerConfig:
         _check(self.lr > 0, f"optimizer.lr must be positive, got {self.lr}")
         _check(len(self.betas) == 2, f"optimizer.betas must be two numbers, got {self.betas}")
         _check(self.grad_clip >= 0, f"optimizer.grad_clip must be >= 0, got {self.grad_clip}")
-
-
-@dataclass
-class ScheduleConfig:
-    """Learning-rate schedule, restarted at every stage (as in the RMT curriculum).
-
-    Attributes:
-        kind: "constant", "linear" or "cosine" decay after warmup.
-        warmup_steps: Linear warmup steps at the start of each stage.
-        min_lr_ratio: Decay ends at this fraction of the stage's peak lr.
-    """
-
-    kind: str = "constant"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check(self.kind in ("constant", "linear", "cosine"),
-               f"schedule.kind must be constant, linear or cosine, got {self.kind!r}")
-        _check(self.warmup_steps >= 0, f"schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
-        _check(0.0 <= self.min_lr_ratio <= 1.0, f"schedule.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass
@@ -444,13 +182,17 @@ class TrainConfig:
         eval: Validation.
         checkpoint: Periodic checkpoints.
         logging: Metrics, progress bar, TensorBoard, W&B.
-        deepspeed: DeepSpeed JSON (ds_configs/*.json); relative paths are tried from the working
-            directory, then from the repository root.
+        deepspeed: DeepSpeed JSON: a shipped one by name (zero1, zero2, zero2_offload, zero3,
+            zero3_offload; `rmt-scale configs ls`) or a file path (relative: from the working
+            directory). Its batch fields stay "auto": `batch` fills them.
         precision: "auto" (bf16 on GPUs that support it, else fp16; fp32 on CPU), fp32, bf16, fp16.
         output_dir: Where the run writes config.yaml, metrics.jsonl, tensorboard/, checkpoints/.
         seed: Seed of data order, adapter initialisation and dropout.
         resume: "auto" continues from the newest complete checkpoint in output_dir (or starts
             fresh), "none" starts fresh, anything else is a checkpoint directory to resume from.
+        resume_allow_changes: Resume even though the model, rmt, lora or data section differs
+            from the checkpoint's config.yaml (refused by default: the checkpoint's weights and
+            data position belong to the config that wrote them).
         dist_timeout_minutes: Timeout of collective operations, so a dead rank cannot hang the rest.
     """
 
@@ -466,11 +208,12 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    deepspeed: str = "ds_configs/zero2.json"
+    deepspeed: str = "zero2"
     precision: str = "auto"
     output_dir: str = "runs/default"
     seed: int = 0
     resume: str = "auto"
+    resume_allow_changes: bool = False
     dist_timeout_minutes: int = 30
 
     def __post_init__(self) -> None:
@@ -506,8 +249,8 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """YAML file (optional) -> overrides -> validated TrainConfig."""
-    values = read_yaml(path) if path is not None else {}
+    """YAML recipe (optional: a file, or a shipped recipe's name) -> overrides -> validated TrainConfig."""
+    values = read_yaml(find_recipe(path)) if path is not None else {}
     # Shipped recipes give only what differs from the defaults; stages given as a list replace the
     # default list, so index overrides apply to what the YAML says.
     for override in overrides:
@@ -516,4 +259,5 @@ def load_train_config(path: str | Path | None, overrides: list[str] | tuple[str,
 
 
 def config_from_dict(values: dict) -> TrainConfig:
+    """A validated TrainConfig from a resolved config (what `to_dict` gives, or a config.yaml)."""
     return build_dataclass(TrainConfig, values)

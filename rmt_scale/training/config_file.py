@@ -18,7 +18,9 @@ import yaml
 from rmt_scale.errors import ConfigError
 
 
-def _check(condition: bool, message: str) -> None:
+def check(condition: bool, message: str) -> None:
+    """Raise a one-line ConfigError with `message` unless `condition` holds (the config
+    dataclasses' `__post_init__` checks)."""
     if not condition:
         raise ConfigError(message)
 
@@ -33,31 +35,31 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(kind)
         if value is None:
-            _check(type(None) in options, f"{key} must not be null")
+            check(type(None) in options, f"{key} must not be null")
             return None
         inner = [option for option in options if option is not type(None)]
         return _convert(value, inner[0], key)
     if _is_dataclass_type(kind):
-        _check(isinstance(value, dict), f"{key} must be a mapping of {_field_names(kind)}, got {value!r}")
+        check(isinstance(value, dict), f"{key} must be a mapping of {_field_names(kind)}, got {value!r}")
         return build_dataclass(kind, value, key)
     if origin is list:
         (item,) = typing.get_args(kind)
-        _check(isinstance(value, list), f"{key} must be a list, got {value!r}")
+        check(isinstance(value, list), f"{key} must be a list, got {value!r}")
         return [_convert(entry, item, f"{key}.{i}") for i, entry in enumerate(value)]
     if kind is bool:
-        _check(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
+        check(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
     elif kind is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), f"{key} must be an integer, got {value!r}")
+        check(isinstance(value, int) and not isinstance(value, bool), f"{key} must be an integer, got {value!r}")
     elif kind is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
             try:
                 value = float(value)
             except ValueError:
                 pass
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{key} must be a number, got {value!r}")
+        check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{key} must be a number, got {value!r}")
         value = float(value)
     elif kind is str:
-        _check(isinstance(value, str), f"{key} must be a string, got {value!r}")
+        check(isinstance(value, str), f"{key} must be a string, got {value!r}")
     return value
 
 

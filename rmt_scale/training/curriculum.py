@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from rmt_scale.errors import ConfigError
-from rmt_scale.training.config import ScheduleConfig, StageConfig
+from rmt_scale.training.curriculum_config import ScheduleConfig, StageConfig
 
 
 @dataclass(frozen=True)

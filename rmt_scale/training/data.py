@@ -17,7 +17,8 @@ import torch
 
 from rmt_scale.data import LeftPadCollator
 from rmt_scale.data.synthetic import KeyRecallDataset
-from rmt_scale.errors import ConfigError, DataError
+from rmt_scale.errors import AdapterError, ConfigError, DataError
+from rmt_scale.model.loading import load_tokenizer, pad_token_id
 from rmt_scale.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -40,12 +41,8 @@ class RunData:
         self.config = config
         self.vocab_size = vocab_size
         self.run_first = run_first
-        self.tokenizer = load_tokenizer(config) if config.data.kind == "babilong" else None
-        pad = SYNTHETIC_PAD_ID
-        if self.tokenizer is not None:
-            pad = self.tokenizer.pad_token_id
-            if pad is None:
-                pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        self.tokenizer = run_tokenizer(config) if config.data.kind == "babilong" else None
+        pad = SYNTHETIC_PAD_ID if self.tokenizer is None else pad_token_id(self.tokenizer)
         self.collator = LeftPadCollator(pad_token_id=pad)
         self._cache: dict[tuple[int, str], Any] = {}
 
@@ -73,17 +70,20 @@ class RunData:
         return self.collator(samples)
 
 
-def load_tokenizer(config: TrainConfig):
-    """The tokenizer of BABILong data: data.babilong.tokenizer, else the base checkpoint's."""
-    from transformers import AutoTokenizer
+def run_tokenizer(config: TrainConfig):
+    """The tokenizer of BABILong data: data.babilong.tokenizer, else the base checkpoint's.
 
+    Only the one directory is tried: a data.babilong.tokenizer that has no tokenizer is an error,
+    not a silent fallback to another tokenizer.
+    """
     path = config.data.babilong.tokenizer or config.model.path
     if path is None:
         raise ConfigError("data.kind=babilong needs a tokenizer: set data.babilong.tokenizer or model.path")
     try:
-        return AutoTokenizer.from_pretrained(str(_expand(path)))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"tokenizer {path}: cannot load ({str(err).splitlines()[0]})") from None
+        return load_tokenizer(_expand(path), trust_remote_code=config.model.trust_remote_code)
+    except AdapterError as err:
+        key = "data.babilong.tokenizer" if config.data.babilong.tokenizer else "model.path"
+        raise ConfigError(f"{key}: {err}") from None
 
 
 def _expand(path: str) -> Path:

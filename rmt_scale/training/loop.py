@@ -1,13 +1,17 @@
-"""The training loop: check -> set up -> stages of steps -> export. Explicit; no HF Trainer.
+"""The training loop: set up -> stages of steps. Explicit; no HF Trainer.
 
-    plan = check(config)                  # everything that can fail before the process group
+    plan = build_plan(config, source)     # training/plan.py: every check that needs no other rank
     init_process_group()                  # (so a bad config stops every rank, none hangs)
-    trainer = Trainer(config, plan)       # model -> data -> DeepSpeed engine -> resume
+    trainer = Trainer(plan)               # model -> data -> DeepSpeed engine -> resume
     for each remaining stage:             # as many as curriculum.stages_per_launch allows
         for each step:                    # loss = engine(batch).loss; engine.backward(loss); engine.step()
             log, maybe evaluate (early advance), maybe checkpoint
         evaluate, checkpoint (the next launch can start here)
-    export adapter + memory to output_dir/final when the last stage is done
+    trainer.close()
+
+The adapter of the last checkpoint (output_dir/final) is written afterwards by the entry point
+(rmt_scale.cli.train_worker) with `rmt-scale export`'s code, once the engine and the process group
+are gone: one writer of adapter directories.
 
 One optimizer step reads `global batch` samples at the stage's data position; rank r's micro-batch
 a holds positions [(a * world + r) * micro, ... + micro), so the same samples make the same step
@@ -19,83 +23,40 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from rmt_scale import distributed
-from rmt_scale.errors import ConfigError
 from rmt_scale.model.segments import IGNORE_INDEX
 from rmt_scale.training import run_dir
-from rmt_scale.training.build import (
-    base_path_of,
-    build_model,
-    check_base_path,
-    describe_trainable,
-    hidden_size,
-)
-from rmt_scale.training.config import TrainConfig
-from rmt_scale.training.curriculum import Curriculum, CurriculumState, step_seed
+from rmt_scale.training.build import build_model, describe_trainable
+from rmt_scale.training.curriculum import CurriculumState, step_seed
 from rmt_scale.training.data import RunData
-from rmt_scale.training.metrics import RunLogger, setup_logging
+from rmt_scale.training.metrics import RunLogger
+from rmt_scale.training.plan import RunPlan
 
 logger = logging.getLogger(__name__)
 
-TRAINER_STATE_VERSION = 1
-
-
-@dataclass
-class Plan:
-    """What `check` found out before any process group exists."""
-
-    precision: str
-    ds_config: dict
-    world_size: int
-    resume_from: Path | None
-    state: CurriculumState
-    universal: bool
-
-
-def check(config: TrainConfig) -> Plan:
-    """Every check that needs no other rank: config files, paths, batch sizes, resume point.
-
-    Each rank runs it before the process group starts, so a bad config makes every rank exit
-    with the same one-line error and none waits for the others.
-    """
-    world = distributed.env_world_size()
-    precision = distributed.resolve_precision(config.precision)
-    ds_config = distributed.read_ds_config(config.deepspeed)
-    source = str(config.deepspeed)
-    distributed.fill_ds_config(ds_config, config, world, precision, hidden_size=1, source=source)
-    check_base_path(config.model)
-    resume_from = run_dir.resolve_resume(config.resume, config.output_dir)
-    if config.resume == "none" and run_dir.latest_checkpoint(config.output_dir) is not None:
-        raise ConfigError(f"output_dir {config.output_dir} holds checkpoints of an earlier run and "
-                          "resume=none would mix a new run into them; use resume=auto or another output_dir")
-    curriculum = Curriculum(config.curriculum.stages, config.rmt.segment_size, config.seed)
-    state, universal = CurriculumState(), False
-    if resume_from is not None:
-        saved = run_dir.read_trainer_state(resume_from)
-        state = CurriculumState.from_dict(saved["curriculum"])
-        curriculum.check_resumable(state)
-        universal = distributed.needs_universal(saved, world, distributed.zero_stage(ds_config))
-    return Plan(precision, ds_config, world, resume_from, state, universal)
-
 
 class Trainer:
-    """One launch of a run: builds the model, data and engine, resumes, then `fit` trains."""
+    """One launch of a run: builds the model, data and engine from the plan, resumes, then `fit`
+    trains. Needs the process group (distributed.init_process_group) to exist."""
 
-    def __init__(self, config: TrainConfig, plan: Plan):
-        self.config = config
+    def __init__(self, plan: RunPlan):
+        config = plan.config
         self.plan = plan
+        self.config = config
         self.rank = distributed.rank()
         self.world = distributed.world_size()
+        if self.world != plan.world_size:
+            raise RuntimeError(f"the plan is for {plan.world_size} ranks but {self.world} started")
         self.device = distributed.device()
-        self.curriculum = Curriculum(config.curriculum.stages, config.rmt.segment_size, config.seed)
+        self.curriculum = plan.curriculum
         self.state = plan.state
-        self.micro, self.accum, self.global_batch = config.batch.resolve(self.world)
-        self.output_dir = Path(config.output_dir)
+        self.micro, self.accum, self.global_batch = plan.micro_batch, plan.grad_accum, plan.global_batch
+        self.output_dir = plan.output_dir
+        self.last_checkpoint: Path | None = plan.resume_from
 
         self.model = build_model(config, plan.precision, self.device)
         trainable, total, kinds = describe_trainable(self.model)
@@ -108,13 +69,10 @@ class Trainer:
         first = self.curriculum.stage(self.state).num_segments
         self.data.train(first)
         self.data.valid(first)
-        ds_config = distributed.fill_ds_config(plan.ds_config, config, self.world, plan.precision,
-                                               hidden_size(self.model), source=str(config.deepspeed))
         if plan.universal:
             distributed.prepare_universal(plan.resume_from)
-            ds_config = distributed.enable_universal_loading(ds_config)
-        self.zero_stage = distributed.zero_stage(ds_config)
-        self.engine = distributed.create_engine(self.model, ds_config, config)
+        self.zero_stage = distributed.zero_stage(plan.ds_config)
+        self.engine = distributed.create_engine(self.model, plan.ds_config, plan.adamw())
         logger.info("%d rank(s), ZeRO stage %d, %s; batch: %d per rank x %d accumulation x %d ranks = %d",
                     self.world, self.zero_stage, plan.precision, self.micro, self.accum, self.world,
                     self.global_batch)
@@ -141,14 +99,17 @@ class Trainer:
             while not self.curriculum.finished(self.state) and (budget is None or stages_run < budget):
                 self.run_stage()
                 stages_run += 1
-            if self.curriculum.finished(self.state):
-                self.export()
-            else:
+            if not self.curriculum.finished(self.state):
                 logger.info("stopping at the end of stage %d as curriculum.stages_per_launch=%d; "
                             "launch again with resume=auto to continue", self.state.stage, budget)
         finally:
             self.log.close()
         return self.state
+
+    def close(self) -> None:
+        """Free the engine and the model (before the export, which builds the model again)."""
+        distributed.release_engine(self.engine)
+        self.engine = self.model = self.data = None
 
     def run_stage(self) -> None:
         curriculum, config = self.curriculum, self.config
@@ -253,11 +214,10 @@ class Trainer:
                       "num_segments": num_segments, **metrics}, "eval")
         return metrics
 
-    # --- checkpoints and export ----------------------------------------------------------------
+    # --- checkpoints ----------------------------------------------------------------------------
 
     def trainer_state(self) -> dict:
         return {
-            "version": TRAINER_STATE_VERSION,
             "curriculum": self.state.to_dict(),
             "world_size": self.world,
             "zero_stage": self.zero_stage,
@@ -270,35 +230,22 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Checkpoint atomically: write NAME.tmp, rename to NAME, then mark it complete."""
-        if distributed.is_main():
-            run_dir.start_checkpoint(self.output_dir, self.state.global_step)
-        distributed.barrier()
-        tmp, final = run_dir.checkpoint_paths(self.output_dir, self.state.global_step)
-        distributed.save_checkpoint(self.engine, tmp, "deepspeed")
-        distributed.barrier()
-        if distributed.is_main():
-            run_dir.finish_checkpoint(tmp, final, self.trainer_state(), self.config.to_yaml())
-            run_dir.prune_checkpoints(self.output_dir, self.config.checkpoint.keep_last)
-            logger.info("saved %s", final)
-        distributed.barrier()
-
-    def export(self) -> None:
-        """The trained adapter + memory in the rmt_scale.model.saving layout (output_dir/final)."""
-        if not self.config.lora.enabled and self.config.finetune.modules:
-            logger.warning("fully fine-tuned base modules are kept in the DeepSpeed checkpoints only; "
-                           "output_dir/final holds the memory and RMT config")
-        distributed.export_model(self.model, self.output_dir / "final", base_path_of(self.config))
-        logger.info("training done; model written to %s", self.output_dir / "final")
+        self.last_checkpoint = run_dir.save_checkpoint(
+            self.engine, self.output_dir, self.state.global_step, self.trainer_state(), self.config.to_yaml(),
+            self.config.checkpoint.keep_last)
+        logger.info("saved %s", self.last_checkpoint)
 
 
-def train(config: TrainConfig) -> CurriculumState:
-    """Run (or continue) the training `config` describes on the ranks of this launch."""
-    setup_logging(config.logging.level)
-    plan = check(config)
-    if Curriculum(config.curriculum.stages, config.rmt.segment_size, config.seed).finished(plan.state):
+def train(plan: RunPlan) -> Trainer | None:
+    """Train the remaining stages of `plan` on the ranks of this launch (process group started
+    here). Returns the trainer (still holding its engine: `close` it), or None when every stage
+    was done already."""
+    logger.info("run plan\n%s", plan.describe())
+    if plan.finished():
         logger.info("%s: all %d stages are done already; nothing to train", plan.resume_from,
-                    len(config.curriculum.stages))
-        return plan.state
-    distributed.init_process_group(config.dist_timeout_minutes)
-    return Trainer(config, plan).fit()
+                    len(plan.curriculum))
+        return None
+    distributed.init_process_group(plan.config.dist_timeout_minutes)
+    trainer = Trainer(plan)
+    trainer.fit()
+    return trainer

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rmt_scale.errors import InputError
 from rmt_scale.training.config import LoggingConfig
-from rmt_scale.training.run_dir import METRICS_FILE
+from rmt_scale.training.run_dir import METRICS_FILE, wandb_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,11 @@ class RunLogger:
             except ImportError:
                 logger.warning("logging.wandb=true but wandb is not installed; logging without it")
             else:
+                # One W&B run per run directory: a resumed launch or the next stage's job
+                # continues the run the first launch created.
                 self.wandb = wandb.init(project=settings.wandb_project, config=run_config,
-                                        dir=str(output_dir), resume="allow")
+                                        dir=str(output_dir), id=wandb_run_id(output_dir),
+                                        name=output_dir.name, resume="allow")
 
     def start_stage(self, stage: int, num_stages: int, total_steps: int, done_steps: int) -> None:
         if not (self.enabled and self.settings.progress_bar):

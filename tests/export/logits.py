@@ -3,9 +3,9 @@
     python tests/export/logits.py ADAPTER_DIR FINAL_DIR
 
 Loads ADAPTER_DIR with `RecurrentMemoryModel.from_pretrained` (base from rmt_base.json) and with
-plain `peft.PeftModel.from_pretrained`, FINAL_DIR (the trainer's own export, gathered from the
-live engine) onto the same random base rebuilt from the run's config, and prints the largest
-logit differences as JSON.
+plain `peft.PeftModel.from_pretrained`, FINAL_DIR (what the training launch exported after its last
+stage) onto the same random base rebuilt from the run's config, and prints the largest logit
+differences as JSON.
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
-"""Train the tiny recipe a few steps on 2 CPU ranks under ZeRO-2 and ZeRO-3, export the DeepSpeed
-checkpoint with `rmt-scale export`, load the adapter in a fresh process and compare its logits with
-the model as training left it (output_dir/final, written by the trainer from the live, gathered
-parameters, so independent of the checkpoint files).
+"""Train the tiny recipe a few steps on 2 CPU ranks under ZeRO 0-3 (and ZeRO-3 offload), export the
+DeepSpeed checkpoint with `rmt-scale export`, and check the adapter against training itself:
 
-Tolerance: logits within 1e-5 absolute (fp32 on CPU; in practice identical, because the ZeRO fp32
-master partitions are the weights the model computed with).
+* its validation loss on the run's validation samples equals the loss the trainer computed with
+  its live (for ZeRO-3: gathered) parameters at the last evaluation (metrics.jsonl), so the
+  offline checkpoint reader rebuilds exactly the weights training ended with;
+* loaded in a fresh process, its logits equal those of output_dir/final, which the training launch
+  wrote after its last stage with the same export code (final/ is what `rmt-scale export` writes).
+
+Tolerance: 1e-5 absolute (fp32 on CPU; the validation batches differ in composition between the
+two, which reorders fp32 sums; in practice the logits are identical).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from rmt_scale.errors import CheckpointError
-from tests.training.helpers import REPO, TINY, deepspeed_cmd, env, run, run_ok
+from rmt_scale.resources import DEEPSPEED_DIR
+from tests.training.helpers import TINY, deepspeed_cmd, env, metrics, run, run_ok
 
 pytestmark = pytest.mark.distributed
 TOLERANCE = 1e-5
@@ -49,9 +54,9 @@ def runs(tmp_path_factory):
     def get(stage: int | str) -> Path:
         if stage not in done:
             root = tmp_path_factory.mktemp(f"zero{stage}")
-            config = REPO / "ds_configs" / f"zero{stage}.json"  # stage "3_offload": zero3_offload.json
+            config = DEEPSPEED_DIR / f"zero{stage}.json"  # stage "3_offload": zero3_offload.json
             if stage == 0:  # no shipped recipe: ZeRO-2's JSON with ZeRO turned off
-                ds = json.loads((REPO / "ds_configs" / "zero2.json").read_text())
+                ds = json.loads((DEEPSPEED_DIR / "zero2.json").read_text())
                 ds["zero_optimization"] = {"stage": 0}
                 config = root / "zero0.json"
                 config.write_text(json.dumps(ds))
@@ -76,12 +81,32 @@ def test_export_gives_the_logits_of_training(runs, tmp_path, stage):
             "rmt_base.json", "README.md", "training_config.yaml", "base"} <= {p.name for p in adapter.iterdir()}
     card = (adapter / "README.md").read_text()
     assert f"ZeRO stage {str(stage)[0]}" in card and "All stages done" in card and "segments of 16 tokens" in card
+    last = metrics(run_dir, "eval")[-1]
+    assert last["step"] == 4
+    assert abs(validation_loss(adapter, last["num_segments"]) - last["loss"]) <= TOLERANCE
     result = subprocess.run([sys.executable, str(Path(__file__).with_name("logits.py")), str(adapter),
                              str(run_dir / "final")], cwd=tmp_path, env=env(), capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     diff = json.loads(result.stdout.strip().splitlines()[-1])
     assert diff["memory_model"] <= TOLERANCE and diff["plain_peft"] <= TOLERANCE, diff
+
+
+def validation_loss(adapter: Path, num_segments: int) -> float:
+    """Loss of the exported adapter on the run's validation samples of that length."""
+    import torch
+    import yaml
+
+    from rmt_scale import RecurrentMemoryModel
+    from rmt_scale.training.config import config_from_dict
+    from rmt_scale.training.data import RunData
+
+    config = config_from_dict(yaml.safe_load((adapter / "training_config.yaml").read_text()))
+    model = RecurrentMemoryModel.from_pretrained(str(adapter)).eval()
+    data = RunData(config, config.model.random.vocab_size)
+    samples = data.valid(num_segments)
+    with torch.no_grad():
+        return float(model(**data.collate([samples[i] for i in range(len(samples))])).loss)
 
 
 def test_one_checkpoint_and_partial_or_corrupt_ones(runs, tmp_path):

@@ -1,4 +1,4 @@
-"""Running launch/train.py in subprocesses: one process, the deepspeed launcher, two "nodes"."""
+"""Running training in subprocesses: `rmt-scale train`, `deepspeed launch/train.py`, two "nodes"."""
 
 from __future__ import annotations
 
@@ -55,7 +55,14 @@ def python_cmd(config: Path, overrides: list[str]) -> list[str]:
     return [sys.executable, str(TRAIN), "--config", str(config), *overrides]
 
 
+def train_cmd(num_ranks: int, config: str, overrides: list[str]) -> list[str]:
+    """`rmt-scale train` (the installed form: works from any directory)."""
+    return [sys.executable, "-m", "rmt_scale.cli.main", "train", "--config", config, "--num-gpus", str(num_ranks),
+            "--master-port", str(free_port()), *overrides]
+
+
 def deepspeed_cmd(num_ranks: int, config: Path, overrides: list[str], extra: list[str] = ()) -> list[str]:
+    """`deepspeed launch/train.py` (the clone form)."""
     return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(num_ranks),
             "--master_port", str(free_port()), *extra, str(TRAIN), "--config", str(config), *overrides]
 

@@ -84,3 +84,20 @@ def test_pretrained_and_4bit_bases_load_from_a_local_directory(tmp_path):
     ids = torch.randint(4, 64, (1, 40))
     quantized.train()(ids, labels=ids).loss.backward()
     assert quantized.memory.grad is not None
+
+
+def test_trust_remote_code_is_off_unless_the_config_asks(tmp_path, monkeypatch):
+    from rmt_scale.training import build
+
+    random_base(RandomModelConfig(hidden_size=64), torch.float32).save_pretrained(tmp_path)
+    asked = []
+
+    def load(path, trust_remote_code=False, **kwargs):
+        asked.append(trust_remote_code)
+        return random_base(RandomModelConfig(hidden_size=64), kwargs["dtype"])
+
+    monkeypatch.setattr(build, "load_causal_lm", load)
+    for value in ("false", "true"):
+        build_model(config("model.init=pretrained", f"model.path={tmp_path}", f"model.trust_remote_code={value}"),
+                    "fp32")
+    assert asked == [False, True]

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from rmt_scale.resources import RECIPES_DIR
 from rmt_scale.training.config import load_train_config
-from tests.training.helpers import REPO, metrics, run_ok
+from tests.training.helpers import metrics, run_ok
 
-RECIPE = REPO / "launch" / "configs" / "smollm2_babilong.yaml"
+RECIPE = RECIPES_DIR / "smollm2_babilong.yaml"
 
 
 def header_command() -> list[str]:
@@ -33,11 +34,11 @@ def test_smollm2_short_cpu_run(tmp_path):
     if not (base / "config.json").is_file():
         pytest.skip(f"default checkpoint not at {base}; run `rmt-scale fetch-default`")
     command = header_command()
-    assert command[:3] == ["python", "launch/train.py", "--config"]
+    assert command[:4] == ["rmt-scale", "train", "--config", "smollm2_babilong"]
     command = [c for c in command if not c.startswith("output_dir=")] + [f"output_dir={tmp_path / 'run'}",
                                                                           "logging.progress_bar=false",
                                                                           "logging.every_steps=1"]
-    run_ok([sys.executable, *command[1:]], cwd=REPO)
+    run_ok([sys.executable, "-m", "rmt_scale.cli.main", *command[1:]], cwd=tmp_path)
     train = metrics(tmp_path / "run")
     assert [r["step"] for r in train] == [1, 2, 3, 4] and {r["num_segments"] for r in train} == {1, 2}
     assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()

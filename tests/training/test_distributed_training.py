@@ -1,6 +1,8 @@
-"""launch/train.py on 2 CPU ranks (gloo): files, ZeRO equivalence, kill + resume, another world
-size, two launchers as two nodes. All runs use the shortened tiny recipe (helpers.SHORT: 2 stages
-x 20 steps) and are compared with one reference run (ZeRO-2, 2 ranks, uninterrupted).
+"""Training on 2 CPU ranks (gloo): files, ZeRO equivalence, kill + resume, another world size, two
+launchers as two nodes. All runs use the shortened tiny recipe (helpers.SHORT: 2 stages x 20 steps)
+and are compared with one reference run (ZeRO-2, 2 ranks, uninterrupted), which is started as
+`rmt-scale train --config tiny` from a directory outside the repository; the others use the clone
+form `deepspeed launch/train.py --config launch/configs/tiny.yaml`.
 
 Tolerances (CPU, fp32):
 * ZeRO stages 0, 2, 3: per-step losses within 1e-5 absolute, final weights within 1e-5; the
@@ -20,8 +22,8 @@ import psutil
 import pytest
 import yaml
 
+from rmt_scale.resources import DEEPSPEED_DIR
 from tests.training.helpers import (
-    REPO,
     SHORT,
     TINY,
     deepspeed_cmd,
@@ -33,6 +35,7 @@ from tests.training.helpers import (
     metrics,
     run_ok,
     start,
+    train_cmd,
     wait_for,
 )
 
@@ -43,8 +46,11 @@ STEPS = 40
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
-    output = run_ok(deepspeed_cmd(2, TINY, [*SHORT, f"output_dir={root / 'run'}"]), cwd=root)
+    output = run_ok(train_cmd(2, "tiny", [*SHORT, f"output_dir={root / 'run'}"]), cwd=root)
     assert "trainable parameters:" in output
+    # Rank 0 logged the plan once: the filled JSON and the per-stage table.
+    assert output.count("run plan") == 1 and '"train_batch_size": 8' in output
+    assert "training done; the adapter of checkpoint-000040" in output
     return root / "run"
 
 
@@ -68,18 +74,23 @@ def test_tiny_run_writes_its_files(reference):
     assert state["curriculum"] == {"stage": 1, "step_in_stage": 0, "tokens_in_stage": 0,
                                    "samples_in_stage": 0, "global_step": 20}  # a stage boundary
     assert state["world_size"] == 2 and state["zero_stage"] == 2 and state["precision"] == "fp32"
+    # final/ is what `rmt-scale export` writes: adapter, memory, model card, config, the random base.
     final = reference / "final"
-    assert {"adapter_config.json", "adapter_model.safetensors", "memory.safetensors", "rmt_config.json"} <= \
+    assert {"adapter_config.json", "adapter_model.safetensors", "memory.safetensors", "rmt_config.json",
+            "rmt_base.json", "README.md", "training_config.yaml", "trainer_state.json", "base"} <= \
         {p.name for p in final.iterdir()}
+    assert json.loads((final / "rmt_base.json").read_text())["base_model_name_or_path"] == "base"
+    assert (final / "base" / "config.json").is_file() and "All stages done" in (final / "README.md").read_text()
+    assert json.loads((final / "trainer_state.json").read_text())["curriculum"]["global_step"] == STEPS
     weights = final_weights(reference)
     assert weights["memory"].shape == (4, 64) and any("lora_A" in k for k in weights)
 
 
 @pytest.mark.parametrize("stage", [0, 3])
 def test_zero_stages_give_the_same_losses(reference, tmp_path, stage):
-    ds = json.loads((REPO / "ds_configs" / "zero2.json").read_text())
+    ds = json.loads((DEEPSPEED_DIR / "zero2.json").read_text())
     ds["zero_optimization"] = {"stage": 0} if stage == 0 else \
-        json.loads((REPO / "ds_configs" / "zero3.json").read_text())["zero_optimization"]
+        json.loads((DEEPSPEED_DIR / "zero3.json").read_text())["zero_optimization"]
     (tmp_path / "ds.json").write_text(json.dumps(ds))
     output = run_ok(deepspeed_cmd(2, TINY, [*SHORT, f"output_dir={tmp_path / 'run'}",
                                             f"deepspeed={tmp_path / 'ds.json'}"]), cwd=tmp_path)
@@ -120,7 +131,7 @@ def test_resume_on_another_world_size(reference, tmp_path, zero):
     """Stage 1 on 2 ranks, stopping at the stage boundary; stage 2 on 1 rank (the global batch
     stays 8: gradient accumulation goes from 2 to 4), through DeepSpeed's universal checkpoint."""
     overrides = [*SHORT, f"output_dir={tmp_path / 'run'}", "curriculum.stages_per_launch=1",
-                 f"deepspeed=ds_configs/{zero}.json"]
+                 f"deepspeed={zero}"]
     output = run_ok(deepspeed_cmd(2, TINY, overrides), cwd=tmp_path)
     assert "stopping at the end of stage 1" in output
     assert not (tmp_path / "run" / "final").exists()

@@ -10,6 +10,7 @@ import logging
 
 import pytest
 
+from rmt_scale.resources import DEEPSPEED_DIR
 from tests.training.helpers import REPO, TINY, deepspeed_cmd, run
 
 spec = importlib.util.spec_from_file_location("train_script", REPO / "launch" / "train.py")
@@ -63,14 +64,14 @@ def test_invalid_yaml_and_json(tmp_path, capsys):
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("model: {init: random\nseed: 1\n")
     assert "invalid YAML" in fails(capsys, ["--config", str(bad_yaml)])
-    assert "config file not found" in fails(capsys, ["--config", str(tmp_path / "missing.yaml")])
+    assert "missing.yaml not found" in fails(capsys, ["--config", str(tmp_path / "missing.yaml")])
     bad_json = tmp_path / "ds.json"
     bad_json.write_text('{"train_batch_size": "auto",,}')
     assert "invalid JSON at line 1" in fails(capsys, tiny(tmp_path, f"deepspeed={bad_json}"))
 
 
 def test_batch_size_forced_in_the_json_must_agree(tmp_path, capsys):
-    ds = json.loads((REPO / "ds_configs" / "zero2.json").read_text())
+    ds = json.loads((DEEPSPEED_DIR / "zero2.json").read_text())
     ds["train_batch_size"] = 5
     path = tmp_path / "ds.json"
     path.write_text(json.dumps(ds))
@@ -125,3 +126,24 @@ def test_a_finished_run_has_nothing_to_do(tmp_path, capsys):
     assert train_script.main(tiny(tmp_path)) == 0
     assert "nothing to train" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]
+
+
+def test_ctrl_c_says_how_to_resume_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
+    from rmt_scale.training import loop
+
+    def interrupted(plan):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", interrupted)
+    argv = ["--config", "tiny", f"output_dir={tmp_path / 'run'}", "resume=none", "seed=3"]
+    assert train_script.main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"interrupted; resume with: rmt-scale train --config tiny output_dir={tmp_path / 'run'} "
+                       "seed=3 (resume=auto)")
+
+    def bug(plan):
+        raise RuntimeError("a bug, not a user error")
+
+    monkeypatch.setattr(loop, "train", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        train_script.main(argv)

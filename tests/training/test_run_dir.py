@@ -6,13 +6,15 @@ import json
 
 import pytest
 
-from rmt_scale.errors import ConfigError
+from rmt_scale.errors import CheckpointError, ConfigError
 from rmt_scale.training.run_dir import (
+    TRAINER_STATE_VERSION,
     checkpoint_paths,
     complete_checkpoints,
     finish_checkpoint,
     latest_checkpoint,
     prune_checkpoints,
+    read_trainer_state,
     resolve_resume,
     start_checkpoint,
     truncate_metrics,
@@ -70,3 +72,15 @@ def test_truncate_metrics_drops_records_after_the_checkpoint(tmp_path):
     truncate_metrics(tmp_path, 3)
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_trainer_state_version_is_written_and_checked(tmp_path):
+    final = save(tmp_path, 7)
+    state = read_trainer_state(final)
+    assert state["version"] == TRAINER_STATE_VERSION and state["curriculum"]["global_step"] == 7
+    (final / "trainer_state.json").write_text(json.dumps({**state, "version": TRAINER_STATE_VERSION + 1}))
+    with pytest.raises(CheckpointError, match="newer than this rmt-scale reads"):
+        read_trainer_state(final)
+    (final / "trainer_state.json").write_text("{cut")
+    with pytest.raises(CheckpointError, match="unreadable trainer state"):
+        read_trainer_state(final)
