@@ -12,7 +12,7 @@ See `segments.py` for how a batch is cut and aligned, `memory.py` for one segmen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,8 +23,11 @@ from transformers.utils import ModelOutput
 
 from rmt_scale.config import RMTConfig
 from rmt_scale.errors import ConfigError
+from rmt_scale.model import memory_state
 from rmt_scale.model.loading import pad_token_id
 from rmt_scale.model.memory import MemoryCell, max_positions
+from rmt_scale.model.memory_state import MemoryState
+from rmt_scale.model.saving import read_adapter, write_adapter
 from rmt_scale.model.segments import IGNORE_INDEX, SegmentPlan, SegmentStep
 
 
@@ -202,7 +205,8 @@ class RecurrentMemoryModel(nn.Module):
 
     @torch.no_grad()
     def read_context(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                     progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, SegmentStep]:
+                     progress: Callable[[int], None] | None = None, memory: torch.Tensor | None = None,
+                     read_last: bool = False) -> tuple[torch.Tensor, SegmentStep | None]:
         """Process every segment but the last into memory, without gradients.
 
         Memory stays (B, M, D) however long the input: this is what makes 1M-token inference
@@ -213,15 +217,17 @@ class RecurrentMemoryModel(nn.Module):
             attention_mask: (B, T), 1 on real tokens.
             progress: Called after each segment with the number of real tokens it read (for
                 progress bars and tokens/s).
+            memory: (B, M, D) memory to start from (a memory state) instead of the initial one.
+            read_last: Read the last segment into memory too (then no step is returned).
 
         Returns:
-            `(memory (B, M, D), last step)`.
+            `(memory (B, M, D), last step)`; the last step is None with `read_last`.
         """
         plan = SegmentPlan(input_ids, attention_mask, None, self.config.segment_size)
-        state = self.initial_memory(input_ids.shape[0])
+        state = self.initial_memory(input_ids.shape[0]) if memory is None else memory
         last = None
         for step in plan:
-            if step.index == len(plan) - 1:
+            if step.index == len(plan) - 1 and not read_last:
                 last = step
                 break
             memory_in = state if step.rows is None else state.index_select(0, step.rows)
@@ -246,15 +252,26 @@ class RecurrentMemoryModel(nn.Module):
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
         memory, last = self.read_context(input_ids, attention_mask, progress)
+        return self.generate_after(memory, last.input_ids, last.token_mask, max_new_tokens, progress,
+                                   **generate_kwargs)
+
+    @torch.no_grad()
+    def generate_after(self, memory: torch.Tensor, input_ids: torch.Tensor, token_mask: torch.Tensor | None,
+                       max_new_tokens: int = 16, progress: Callable[[int], None] | None = None,
+                       **generate_kwargs) -> torch.Tensor:
+        """Generate after one last segment `input_ids` (b, l) (left-padded, `token_mask` 1 on real
+        tokens or None) read as `[memory | tokens]` from `memory` (b, M, D)."""
+        if max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
         lm = self.cell.causal_lm
         limit = max_positions(lm.config)
-        needed = self.config.num_mem_tokens + last.input_ids.shape[1] + max_new_tokens
+        needed = self.config.num_mem_tokens + input_ids.shape[1] + max_new_tokens
         if limit is not None and needed > limit:
             raise ConfigError(
                 f"generation needs {needed} positions (memory + last segment + max_new_tokens) but "
                 f"the base allows {limit}; lower max_new_tokens or segment_size"
             )
-        inputs_embeds, mask, _ = self.cell.embed(memory, last.input_ids, last.token_mask, write=False)
+        inputs_embeds, mask, _ = self.cell.embed(memory, input_ids, token_mask, write=False)
         if mask is None:
             mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
         generation = dict(do_sample=False, max_new_tokens=max_new_tokens)
@@ -266,15 +283,41 @@ class RecurrentMemoryModel(nn.Module):
             progress(int(mask[:, self.config.num_mem_tokens :].sum()))
         return new_tokens
 
-    def save_pretrained(self, path, **kwargs) -> None:
-        """Write the RMT config and memory (and the PEFT adapter, if the base has one)."""
-        from rmt_scale.model.saving import save_memory_model
+    def initial_state(self) -> MemoryState:
+        """The memory state of having read nothing (see `memory_state.py` for what a state is)."""
+        return memory_state.initial_state(self)
 
-        save_memory_model(self, path, **kwargs)
+    def read(self, input_ids: Sequence[torch.Tensor], states: Sequence[MemoryState] | None = None,
+             progress: Callable[[int], None] | None = None) -> list[MemoryState]:
+        """Read documents (1-D id tensors) into memory states, continuing `states` if given.
+
+        Reading a document in pieces gives exactly the state of reading it whole.
+        """
+        return memory_state.read_into_states(self, input_ids, states, progress)
+
+    def generate_from_states(self, states: Sequence[MemoryState], prompt_ids: Sequence[torch.Tensor],
+                             max_new_tokens: int = 16, progress: Callable[[int], None] | None = None,
+                             **generate_kwargs) -> torch.Tensor:
+        """Generate after each state's document followed by its prompt: row i equals
+        `generate(document_i + prompt_i)`. Repeat a state to ask it several questions at once.
+
+        Returns:
+            (B, n) new token ids, as `generate` returns them.
+        """
+        return memory_state.generate_from_states(self, states, prompt_ids, max_new_tokens, progress,
+                                                 **generate_kwargs)
+
+    def save_pretrained(self, path, **kwargs) -> None:
+        """Write the RMT config and memory (and the PEFT adapter, if the base has one); `kwargs`
+        as in `rmt_scale.model.saving.write_adapter`."""
+        write_adapter(path, self.config, self.memory, self.base, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path, base: nn.Module | None = None, **kwargs) -> RecurrentMemoryModel:
-        """Load what `save_pretrained` wrote onto `base` (loaded from the recorded path if None)."""
-        from rmt_scale.model.saving import load_memory_model
-
-        return load_memory_model(cls, path, base, **kwargs)
+        """Load what `save_pretrained` wrote onto `base` (loaded from the recorded path if None);
+        `kwargs` as in `rmt_scale.model.saving.read_adapter`."""
+        saved = read_adapter(path, base, **kwargs)
+        model = cls.wrap(saved.base, saved.config)
+        with torch.no_grad():
+            model.memory.copy_(saved.memory.to(model.memory.dtype))
+        return model
