@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-NAMES = ("checkpointing", "long-input", "inference-scaling", "overhead", "training")
+NAMES = ("checkpointing", "long-input", "inference-scaling", "overhead", "training", "serving", "extrapolation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit-s", type=float, default=600.0,
                         help="inference-scaling: stop full attention past this many seconds")
     parser.add_argument("--max-tokens", type=int, default=1 << 20, help="inference-scaling: longest input")
+    parser.add_argument("--document-tokens", type=int, default=None,
+                        help="serving: tokens of the document read (default 65536; 16384 for a random model)")
+    parser.add_argument("--quick", action="store_true", help="extrapolation: a short smoke run of the pipeline")
+    parser.add_argument("--only", nargs="+", default=None, metavar="RECIPE",
+                        help="extrapolation: train only these recipes (by name) and keep the section until all are done")
+    parser.add_argument("--results", default="build/extrapolation.json",
+                        help="extrapolation: finished runs, kept so a stopped benchmark resumes")
     return parser
 
 
@@ -41,6 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         scaling.inference_scaling(doc, images, args.model, args.limit_s, args.max_tokens)
     elif args.name == "overhead":
         scaling.overhead(doc, images, args.model)
+    elif args.name == "serving":
+        from benchmarks import serving
+
+        serving.serving(doc, args.model, args.document_tokens)
+    elif args.name == "extrapolation":
+        from benchmarks import extrapolation
+
+        rows = extrapolation.extrapolation(doc, images, Path(args.results), args.quick, args.only)
+        if rows is None or args.quick:
+            return 0  # recipes still to run, or a smoke test: the recorded section stays
     else:
         scaling.training(doc, images, args.model)
     print(f"updated {doc}")

@@ -25,7 +25,8 @@ def build_base(args):
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     if args.model:
-        return AutoModelForCausalLM.from_pretrained(args.model, dtype=DTYPES[args.dtype])
+        # A benchmark never runs a checkpoint's own code: it measures the architectures we support.
+        return AutoModelForCausalLM.from_pretrained(args.model, dtype=DTYPES[args.dtype], trust_remote_code=False)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=4 * args.hidden,

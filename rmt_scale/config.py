@@ -13,6 +13,9 @@ from pathlib import Path
 
 from rmt_scale.errors import ConfigError
 
+# Written-memory scalings: None keeps the reference RMT update (see RMTConfig.memory_norm).
+MEMORY_NORMS = (None, "embedding")
+
 
 @dataclass
 class RMTConfig:
@@ -30,6 +33,13 @@ class RMTConfig:
             segments. Results are identical; costs about one extra forward per segment.
         memory_init_std: Scale of the initial memory relative to the input embeddings' std
             (the reference RMT draws memory from N(0, std(embeddings))).
+        memory_norm: How the written memory is scaled before the next segment reads it. `None`
+            (default, the reference RMT): the write positions' last hidden state as it is. For a
+            Llama-style base that state comes after the final norm, so memory enters the next
+            segment at a scale set by that norm (entries ~1), far above the token embeddings'
+            (~0.02 for a fresh model). `"embedding"`: rescale each written memory vector to the
+            RMS of the initial memory (`memory_init_std` x the embeddings' std), so every segment
+            reads memory at the scale tokens and the initial memory enter with.
     """
 
     num_mem_tokens: int = 16
@@ -37,6 +47,7 @@ class RMTConfig:
     bptt_depth: int | None = None
     segment_checkpointing: bool = True
     memory_init_std: float = 1.0
+    memory_norm: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.num_mem_tokens, bool) or not isinstance(self.num_mem_tokens, int):
@@ -61,6 +72,11 @@ class RMTConfig:
             )
         if not self.memory_init_std > 0:
             raise ConfigError(f"memory_init_std must be > 0, got {self.memory_init_std!r}")
+        if self.memory_norm not in MEMORY_NORMS:
+            raise ConfigError(
+                f"memory_norm must be one of {list(MEMORY_NORMS)} (null: the reference RMT), "
+                f"got {self.memory_norm!r}"
+            )
 
     def positions_per_segment(self) -> int:
         """Positions one training segment occupies in the base model: `2*M + S`."""

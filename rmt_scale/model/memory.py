@@ -110,6 +110,10 @@ class MemoryCell(nn.Module):
             init = torch.randn(config.num_mem_tokens, embeddings.shape[-1], generator=generator) * std
         dtype = embeddings.dtype if embeddings.dtype.is_floating_point else torch.float32
         self.memory = nn.Parameter(init.to(device=embeddings.device, dtype=dtype))  # (M, D)
+        self.memory_norm = config.memory_norm
+        # Under memory_norm="embedding" each written memory vector is rescaled to this RMS, the
+        # initial memory's at wrapping: every segment then reads memory at the scale the first does.
+        self.write_rms = std
 
     @property
     def causal_lm(self) -> nn.Module:
@@ -161,4 +165,16 @@ class MemoryCell(nn.Module):
             use_cache=False,
         ).last_hidden_state
         m, length = self.num_mem_tokens, input_ids.shape[1]
-        return hidden[:, m : m + length], hidden[:, m + length :]
+        return hidden[:, m : m + length], self.scale_written(hidden[:, m + length :])
+
+    def scale_written(self, memory: torch.Tensor) -> torch.Tensor:
+        """The memory the next segment reads, from the write positions' last hidden state (b, M, D).
+
+        Reference RMT (memory_norm=None): unchanged. "embedding": each memory vector rescaled to RMS
+        `write_rms`; a post-final-norm state otherwise enters the next segment tens of times louder
+        than the tokens (see RMTConfig.memory_norm and the extrapolation benchmark).
+        """
+        if self.memory_norm is None:
+            return memory
+        rms = memory.float().pow(2).mean(-1, keepdim=True).add(1e-12).sqrt()
+        return (memory.float() * (self.write_rms / rms)).to(memory.dtype)
