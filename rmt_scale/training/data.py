@@ -1,9 +1,11 @@
-"""Data of a training run: one dataset per (number of segments, split), left-padded batches.
+"""Data of a training run: one dataset per (stage, number of segments, split), left-padded batches.
 
 A stage with n segments reads samples of about n * segment_size tokens: the synthetic key-recall
 task builds them exactly that long; BABILong asks `rmt_scale.data.babilong_dataset` for a prompt
-that leaves `answer_tokens` free in the last segment for the answer. Datasets are built lazily,
-the first time a length is needed, rank 0 first (so the `datasets` cache is filled once).
+that leaves `answer_tokens` free in the last segment for the answer. Those datasets are built
+lazily, the first time a length is needed, rank 0 first (so the `datasets` cache is filled once).
+The user's own data (kinds text and qa) was read once by the run plan
+(rmt_scale.training.user_data); here it is only looked up per stage.
 """
 
 from __future__ import annotations
@@ -37,27 +39,44 @@ class RunData:
     """
 
     def __init__(self, config: TrainConfig, vocab_size: int,
-                 run_first: Callable[[Callable[[], Any]], Any] = lambda build: build()):
+                 run_first: Callable[[Callable[[], Any]], Any] = lambda build: build(),
+                 user_data: Any = None):
         self.config = config
         self.vocab_size = vocab_size
         self.run_first = run_first
-        self.tokenizer = run_tokenizer(config) if config.data.kind == "babilong" else None
+        self.user_data = user_data
+        if config.data.kind in ("text", "qa") and user_data is None:
+            # Built in code rather than by the plan: read it here, once.
+            from rmt_scale.training.user_data import prepare_user_data
+
+            self.user_data = prepare_user_data(config, run_tokenizer(config))
+        if self.user_data is not None:
+            self.tokenizer = self.user_data.tokenizer
+        else:
+            self.tokenizer = run_tokenizer(config) if config.data.kind == "babilong" else None
         pad = SYNTHETIC_PAD_ID if self.tokenizer is None else pad_token_id(self.tokenizer)
         self.collator = LeftPadCollator(pad_token_id=pad)
-        self._cache: dict[tuple[int, str], Any] = {}
+        self._cache: dict[tuple[int, int, str], Any] = {}
 
-    def train(self, num_segments: int):
-        return self._get(num_segments, "train")
+    def train(self, num_segments: int, stage: int = 0):
+        """Training samples of this length in curriculum stage `stage` (the stage picks the QA
+        bucket; the other kinds depend on the length only)."""
+        return self._get(num_segments, "train", stage)
 
-    def valid(self, num_segments: int):
-        """Validation samples of this length, or None when data.valid_samples is 0."""
-        if self.config.data.valid_samples == 0:
+    def valid(self, num_segments: int, stage: int = 0):
+        """Validation samples of this length, or None when there are none (data.valid_samples is
+        0, no validation data, or none of this length)."""
+        if not self.config.data.has_validation():
             return None
-        return self._get(num_segments, "valid")
+        return self._get(num_segments, "valid", stage)
 
-    def _get(self, num_segments: int, split: str):
-        key = (num_segments, split)
+    def _get(self, num_segments: int, split: str, stage: int):
+        key = (stage if self.user_data is not None else 0, num_segments, split)
         if key not in self._cache:
+            if self.user_data is not None:
+                samples = self.user_data.train_samples if split == "train" else self.user_data.valid_samples
+                self._cache[key] = samples(stage, num_segments)
+                return self._cache[key]
             dataset = self.run_first(lambda: build_dataset(self.config, num_segments, split,
                                                            self.vocab_size, self.tokenizer))
             if len(dataset) == 0:
@@ -71,18 +90,29 @@ class RunData:
 
 
 def run_tokenizer(config: TrainConfig):
-    """The tokenizer of BABILong data: data.babilong.tokenizer, else the base checkpoint's.
+    """The tokenizer of the data: data.babilong.tokenizer (kind babilong), else data.tokenizer,
+    else the base checkpoint's; each a directory or a model id in the local Hugging Face cache.
 
-    Only the one directory is tried: a data.babilong.tokenizer that has no tokenizer is an error,
-    not a silent fallback to another tokenizer.
+    Only the one named is tried: a data.tokenizer that has no tokenizer is an error, not a silent
+    fallback to another tokenizer.
     """
-    path = config.data.babilong.tokenizer or config.model.path
-    if path is None:
-        raise ConfigError("data.kind=babilong needs a tokenizer: set data.babilong.tokenizer or model.path")
+    data = config.data
+    if data.kind == "babilong" and data.babilong.tokenizer:
+        key, path = "data.babilong.tokenizer", data.babilong.tokenizer
+    elif data.tokenizer:
+        key, path = "data.tokenizer", data.tokenizer
+    elif config.model.init == "pretrained":
+        key, path = "model.path", config.model.path
+    else:
+        where = "data.babilong.tokenizer or data.tokenizer" if data.kind == "babilong" else "data.tokenizer"
+        raise ConfigError(f"data.kind={data.kind} with a random base needs a tokenizer: set {where} "
+                          "(a tokenizer directory or a model id in the local Hugging Face cache)")
+    expanded = _expand(path)
     try:
-        return load_tokenizer(_expand(path), trust_remote_code=config.model.trust_remote_code)
+        # A path that does not exist may be a model id in the local cache: the loader looks it up.
+        return load_tokenizer(expanded if expanded.exists() else path,
+                              trust_remote_code=config.model.trust_remote_code)
     except AdapterError as err:
-        key = "data.babilong.tokenizer" if config.data.babilong.tokenizer else "model.path"
         raise ConfigError(f"{key}: {err}") from None
 
 
