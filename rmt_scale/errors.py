@@ -48,6 +48,17 @@ class MemoryStateError(RMTScaleError, ValueError):
     another adapter, base, dtype, tokenizer or RMT config than the model it is used with."""
 
 
+class TrainingError(RMTScaleError):
+    """Training that must not go on, such as a non-finite loss; the message says what to change."""
+
+
+class DistributedError(RMTScaleError):
+    """Another rank stopped answering (past dist_timeout_minutes) or exited during a collective.
+
+    Printed by every rank that sees it, not only rank 0: the rank that stopped may be rank 0.
+    """
+
+
 class RankZeroError(RMTScaleError):
     """An error raised on rank 0 and handed to every rank, so that all of them stop.
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from rmt_scale.cli.common import add_command
-from rmt_scale.errors import InputError
+from rmt_scale.cli.common import add_command, add_trust_remote_code
 
 
 def register(subparsers) -> None:
@@ -35,19 +32,22 @@ def register(subparsers) -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="dtype of the merged weights (auto: the base checkpoint's)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_trust_remote_code(parser)
     parser.set_defaults(func=_merge)
 
 
-def _check_out(out: str, overwrite: bool) -> None:
-    path = Path(out)
-    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
-        raise InputError(f"--out {path} exists; pass --overwrite to replace it")
+def _check_out(out: str, overwrite: bool, inputs) -> None:
+    """Checked before anything is loaded: --out is replaced whole, so it must hold no input and,
+    without --overwrite, nothing at all."""
+    from rmt_scale.model.outputs import refuse_to_replace
+
+    refuse_to_replace(out, overwrite, inputs=[path for path in inputs if path is not None])
 
 
 def _export(args) -> int:
     from rmt_scale.export.adapter import export_checkpoint
 
-    _check_out(args.out, args.overwrite)
+    _check_out(args.out, args.overwrite, [args.checkpoint, args.base, args.eval_results])
     checkpoint = export_checkpoint(args.checkpoint, args.out, base_path=args.base,
                                    eval_results=args.eval_results)
     print(f"exported {checkpoint} -> {args.out}")
@@ -57,7 +57,8 @@ def _export(args) -> int:
 def _merge(args) -> int:
     from rmt_scale.export.merge import merge_adapter
 
-    _check_out(args.out, args.overwrite)
-    merge_adapter(args.adapter, args.out, base_path=args.base, dtype=args.dtype)
+    _check_out(args.out, args.overwrite, [args.adapter, args.base])
+    merge_adapter(args.adapter, args.out, base_path=args.base, dtype=args.dtype,
+                  trust_remote_code=args.trust_remote_code)
     print(f"merged {args.adapter} -> {args.out}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rmt_scale.cli.common import add_command, check_files
+from rmt_scale.cli.common import add_command, add_trust_remote_code, check_files
 from rmt_scale.errors import InputError
 
 
@@ -26,6 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="weights dtype (auto: the checkpoint's)")
+    add_trust_remote_code(parser)
     sampling = parser.add_argument_group("sampling (greedy decoding unless --do-sample)")
     sampling.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     sampling.add_argument("--temperature", type=float, default=1.0, help="softmax temperature, > 0")
@@ -87,15 +88,19 @@ def _generate(args) -> int:
     from transformers import TextStreamer
 
     from rmt_scale.evaluation import load_eval_model
+    from rmt_scale.model.loading import cached_model_dir
     from rmt_scale.model.saving import RMT_CONFIG_FILE
 
     # Everything cheap is checked before the model is loaded.
     generation = _sampling(args)
     prompt = _read_prompt(args)
-    if (model_dir := Path(args.model)).is_dir() and not (model_dir / RMT_CONFIG_FILE).is_file():
+    # A model id in the local Hugging Face cache is checked in its snapshot directory.
+    model_dir = Path(args.model) if Path(args.model).is_dir() else cached_model_dir(args.model)
+    if model_dir is not None and not (model_dir / RMT_CONFIG_FILE).is_file():
         raise InputError(f"{model_dir}: no {RMT_CONFIG_FILE}, so not a memory model; pass a directory "
                          "written by `rmt-scale export` or save_pretrained")
-    loaded = load_eval_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
+    loaded = load_eval_model(args.model, base=args.base, device=args.device, dtype=args.dtype,
+                             trust_remote_code=args.trust_remote_code)
     ids = _encode(loaded.tokenizer, prompt, args.chat, args.model).to(loaded.device)
     if args.seed is not None:
         torch.manual_seed(args.seed)  # transformers samples from the global generator

@@ -4,8 +4,8 @@ Each module in COMMAND_MODULES has `register(subparsers)`, which adds its parser
 `func(args) -> int`. Heavy imports (torch, transformers) happen inside the commands, so `--help`
 stays fast.
 
-A user error (any `RMTScaleError`: a bad file, config, checkpoint or argument) prints one line,
-`error: <message>`, and exits 2 (`-v` shows its traceback); Ctrl-C exits 130. Everything else is a
+A user error (any `RMTScaleError`: a bad file, config, checkpoint or argument, and argparse's own
+errors) prints one line, `error: <message>`, and exits 2 (`-v` shows its traceback); Ctrl-C exits 130. Everything else is a
 bug and keeps its traceback.
 """
 
@@ -17,6 +17,7 @@ import logging
 import sys
 
 from rmt_scale import __version__
+from rmt_scale.cli.common import ArgumentParser
 from rmt_scale.errors import RMTScaleError, first_line
 
 COMMAND_MODULES = (
@@ -31,9 +32,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rmt-scale", description="Recurrent memory for Hugging Face decoder LLMs."
-    )
+    parser = ArgumentParser(prog="rmt-scale", description="Recurrent memory for Hugging Face decoder LLMs.")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and the traceback of an error")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +37,7 @@ def register(subparsers) -> None:
                         help=f"ranks per node (default: every local GPU; {CPU_RANKS} CPU ranks without one; "
                              "with --hostfile: the slots it lists)")
     parser.add_argument("--hostfile", default=None, help="DeepSpeed hostfile for several nodes (`host slots=N` lines)")
-    parser.add_argument("--master-port", type=int, default=None, help="port of the rendezvous (default: DeepSpeed's)")
+    parser.add_argument("--master-port", type=int, default=None, help="port of the rendezvous (default: a free port on one node, DeepSpeed's 29500 with --hostfile)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the run plan (config, filled DeepSpeed JSON, stages, outputs) and exit; "
                              "starts nothing and loads no weights")
@@ -52,6 +54,12 @@ def register(subparsers) -> None:
     copy.add_argument("name", help="a recipe or DeepSpeed JSON name (rmt-scale configs ls)")
     copy.add_argument("dest", help="file to write, or an existing directory to write NAME.yaml/NAME.json into")
     copy.set_defaults(func=_configs_cp)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def local_gpus() -> int:
@@ -109,6 +117,10 @@ def launcher_command(args) -> list[str]:
         command += ["--hostfile", args.hostfile]
     if args.master_port is not None:
         command += ["--master_port", str(args.master_port)]
+    elif args.hostfile is None:
+        # Two launches on one machine would otherwise share DeepSpeed's fixed port 29500, and the
+        # second one's ranks would join the first one's rendezvous instead of starting their own.
+        command += ["--master_port", str(free_port())]
     return command + ["--module", WORKER, "--config", args.config, *args.overrides]
 
 
@@ -122,15 +134,55 @@ def _train(args) -> int:
 
         print(build_plan(config, args.config, args.overrides, world_size=world_size(args)).describe())
         return 0
+    from rmt_scale.cli.train_worker import PARENT_REPORTS_INTERRUPT, resume_command
+
     env = dict(os.environ)
     if not local_gpus():
         env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed would otherwise guess and warn
-    process = subprocess.Popen(launcher_command(args), env=env)
+    env[PARENT_REPORTS_INTERRUPT] = "1"  # the ranks stay quiet on Ctrl-C: the line below says it once
+    # On one node the launcher gets a process group of its own, so a Ctrl-C reaches this process
+    # only, and `interrupt` passes it on to everything but DeepSpeed's runner (which has no handler
+    # for it and would print a traceback). With a hostfile the runner does handle it (it stops the
+    # remote ranks through pdsh), so there it shares the terminal's group as before.
+    own_group = args.hostfile is None
+    process = subprocess.Popen(launcher_command(args), env=env, start_new_session=own_group)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return process.wait()
     except KeyboardInterrupt:
-        # The launcher got the same Ctrl-C and stops its ranks; rank 0 prints how to resume.
-        return process.wait() or 130
+        interrupt(process, own_group)
+        print(f"interrupted; resume with: {resume_command(args.config, args.overrides)} (resume=auto)",
+              file=sys.stderr, flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a batch system's stop) ends the run like Ctrl-C
+
+
+def interrupt(process: subprocess.Popen, own_group: bool) -> None:
+    """Stop the launcher's ranks as a Ctrl-C in their terminal would, and wait for them.
+
+    A second Ctrl-C while waiting kills them all at once.
+    """
+    import psutil  # a DeepSpeed dependency
+
+    try:
+        if own_group:
+            for child in psutil.Process(process.pid).children(recursive=True):
+                child.send_signal(signal.SIGINT)
+        else:  # the runner relays it to the nodes (a Ctrl-C in the terminal reached it already)
+            process.send_signal(signal.SIGINT)
+    except (psutil.Error, ProcessLookupError):
+        pass  # already gone
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        if own_group:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _configs_ls(args) -> int:

@@ -9,8 +9,12 @@ engine and leaves the process group; then rank 0 exports the last checkpoint to 
 with the code of `rmt-scale export`, so final/ is exactly what that command writes.
 
 A user error (rmt_scale.errors.RMTScaleError: config, data, checkpoint) prints one line
-`error: ...` on rank 0 and exits with status 2 on every rank; Ctrl-C prints how to resume and exits
-130; anything else is a bug and keeps its traceback.
+`error: ...` on rank 0 and exits with status 2 on every rank; a rank that another rank left waiting
+(past dist_timeout_minutes) or that lost a rank mid-collective says so itself, whichever rank it
+is. Ctrl-C (SIGINT) or SIGTERM prints how to resume and exits 130, also when it lands while DeepSpeed
+waits in a collective: the other ranks got the signal too, and the error their exit causes here
+counts as the interrupt, not as a bug. Under `rmt-scale train` the parent prints that line instead,
+once. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
 
-from rmt_scale.errors import RMTScaleError
+from rmt_scale.errors import DistributedError, RMTScaleError, first_line
 
 # Tokenizer threads in every rank would oversubscribe the cores the ranks share.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Set by `rmt-scale train` for the ranks it starts: it prints the "interrupted" line itself, once.
+PARENT_REPORTS_INTERRUPT = "RMT_SCALE_PARENT_REPORTS_INTERRUPT"
 
 # Named, not __name__: run with `python -m` this module is __main__, outside the package's logger.
 logger = logging.getLogger("rmt_scale.cli.train_worker")
@@ -62,17 +70,28 @@ def run(config_arg: str, overrides: list[str]) -> None:
     config = load_train_config(source, overrides)
     setup_logging(config.logging.level)
     plan = build_plan(config, source, overrides)
-    trainer = train(plan)
-    if trainer is None:
-        return
-    finished, checkpoint = trainer.curriculum.finished(trainer.state), trainer.last_checkpoint
-    trainer.close()
-    del trainer
-    # Export after the process group is gone: it needs no other rank, and the others may exit.
-    distributed.teardown(wait=True)
-    if finished and _is_rank0():
-        export_checkpoint(checkpoint, plan.final_dir)
-        logger.info("training done; the adapter of %s is in %s", checkpoint.name, plan.final_dir)
+    try:
+        trainer = train(plan)
+        if trainer is None:
+            return
+        lock = trainer.run_lock  # rank 0 holds output_dir until final/ is written
+        try:
+            finished, checkpoint = trainer.curriculum.finished(trainer.state), trainer.last_checkpoint
+            trainer.close()
+            del trainer
+            # Export after the process group is gone: it needs no other rank, and the others may exit.
+            distributed.teardown(wait=True)
+            if finished and _is_rank0():
+                export_checkpoint(checkpoint, plan.final_dir)
+                logger.info("training done; the adapter of %s is in %s", checkpoint.name, plan.final_dir)
+        finally:
+            if lock is not None:
+                lock.release()
+    except Exception as err:
+        lost = distributed.lost_rank_error(err, config.dist_timeout_minutes)
+        if lost is None:
+            raise
+        raise lost from err
 
 
 def resume_command(config_arg: str, overrides: list[str]) -> str:
@@ -81,30 +100,69 @@ def resume_command(config_arg: str, overrides: list[str]) -> str:
     return shlex.join(["rmt-scale", "train", "--config", config_arg, *kept])
 
 
+class _Stop:
+    """The stop signal this process got, if any (see `_on_signal`)."""
+
+    signum: int | None = None
+
+
+def _on_signal(signum: int, frame) -> None:
+    """SIGINT / SIGTERM: raise KeyboardInterrupt once, where Python code is running.
+
+    When the signal lands while an error is already being handled (typically a collective that
+    failed because the other ranks, interrupted too, exited), it is only recorded: `main` then
+    treats that error as the interrupt. A second signal (the launcher's SIGTERM after Ctrl-C)
+    does not interrupt the clean-up of the first.
+    """
+    first = _Stop.signum is None
+    _Stop.signum = signum
+    if first and sys.exc_info()[1] is None:
+        raise KeyboardInterrupt
+
+
+def _settle() -> None:
+    """A Python-level call: a signal that arrived during the C++ call that just failed has its
+    handler run here, before the error is classified."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from rmt_scale.distributed import teardown
 
+    _Stop.signum = None
+    previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         run(args.config, args.overrides)
-    except RMTScaleError as err:
-        # Every rank exits; rank 0 says why, in one line.
-        if _is_rank0():
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            print(f"error: {message}", file=sys.stderr, flush=True)
-        teardown(wait=False)
-        return 2
-    except KeyboardInterrupt:
-        if _is_rank0():
-            print(f"interrupted; resume with: {resume_command(args.config, args.overrides)} (resume=auto)",
+    except BaseException as err:  # noqa: BLE001 - classified below; bugs are raised again
+        _settle()
+        return _failed(err, args)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    teardown(wait=True)
+    return 0
+
+
+def _failed(err: BaseException, args: argparse.Namespace) -> int:
+    """Print the one line a stopped run deserves and leave the process group (never waiting for
+    another rank: it may be gone)."""
+    from rmt_scale.distributed import teardown
+
+    if _Stop.signum is not None or isinstance(err, KeyboardInterrupt):
+        if _is_rank0() and not os.environ.get(PARENT_REPORTS_INTERRUPT):
+            how = "stopped by SIGTERM" if _Stop.signum == signal.SIGTERM else "interrupted"
+            print(f"{how}; resume with: {resume_command(args.config, args.overrides)} (resume=auto)",
                   file=sys.stderr, flush=True)
         teardown(wait=False)
         return 130
-    except BaseException:
+    if isinstance(err, RMTScaleError):
+        # Every rank exits; rank 0 says why, in one line (a lost rank is told by whoever saw it).
+        if _is_rank0() or isinstance(err, DistributedError):
+            print(f"error: {first_line(err)}", file=sys.stderr, flush=True)
         teardown(wait=False)
-        raise
-    teardown(wait=True)
-    return 0
+        return 2
+    teardown(wait=False)
+    raise err
 
 
 if __name__ == "__main__":

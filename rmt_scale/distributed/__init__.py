@@ -11,7 +11,11 @@ and `fill_ds_config` fills them from the numbers it is given; a number forced in
 disagrees is an error.
 """
 
-from rmt_scale.distributed.checkpoint_reader import read_trainable_weights  # noqa: F401
+from rmt_scale.distributed.checkpoint_reader import (  # noqa: F401
+    check_loadable,
+    read_trainable_weights,
+    safe_torch_load,
+)
 from rmt_scale.distributed.ds_config import (  # noqa: F401
     enable_universal_loading,
     fill_ds_config,
@@ -22,6 +26,7 @@ from rmt_scale.distributed.ds_config import (  # noqa: F401
 from rmt_scale.distributed.engine import (  # noqa: F401
     create_engine,
     describe_partitioning,
+    is_disk_full,
     load_checkpoint,
     needs_universal,
     partitions_parameters,
@@ -29,6 +34,7 @@ from rmt_scale.distributed.engine import (  # noqa: F401
     release_engine,
     save_checkpoint,
     set_learning_rate,
+    step_applied,
 )
 from rmt_scale.distributed.process import (  # noqa: F401
     all_reduce_sum,
@@ -37,7 +43,9 @@ from rmt_scale.distributed.process import (  # noqa: F401
     env_world_size,
     init_process_group,
     is_main,
+    lost_rank_error,
     on_rank0,
+    raise_if_any,
     rank,
     rank0_first,
     teardown,

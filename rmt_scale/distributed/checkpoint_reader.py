@@ -1,8 +1,16 @@
-"""Reading trainable weights from a DeepSpeed checkpoint offline: any ZeRO stage, any number
-of ranks, no process group, and never unpickling anything but tensors and a few plain classes."""
+"""Reading DeepSpeed checkpoints without running anything in them.
+
+Every torch file of a checkpoint is unpickled with `weights_only=True` and an allow-list of a few
+plain DeepSpeed value classes: the offline reader of trainable weights (export), the pre-flight
+check of a checkpoint before resume (`check_loadable`), and DeepSpeed's own loading and universal
+conversion (`safe_torch_load`), which would otherwise unpickle anything.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -10,8 +18,8 @@ import torch
 from rmt_scale.errors import CheckpointError
 
 
-def _safe_load(path: Path) -> dict:
-    """torch.load with weights_only=True, allowing only DeepSpeed's plain value classes.
+def _allowed_globals() -> list:
+    """The classes a DeepSpeed checkpoint pickles besides tensors and builtins.
 
     The optimizer files pickle a stage enum and a loss-scaler object (numbers only); those few
     classes are allowed, nothing else, so a crafted file cannot run code.
@@ -21,20 +29,75 @@ def _safe_load(path: Path) -> dict:
     from deepspeed.runtime.zero.offload_config import OffloadDeviceEnum
     from deepspeed.utils.tensor_fragment import fragment_address
 
-    allowed = [ZeroStageEnum, OffloadDeviceEnum, LossScaler, DynamicLossScaler, fragment_address]
+    return [ZeroStageEnum, OffloadDeviceEnum, LossScaler, DynamicLossScaler, fragment_address]
+
+
+def _unsafe_load_error(path, err: Exception) -> CheckpointError:
+    text = str(err).strip()
+    unsafe = [line.strip() for line in text.splitlines() if "Unsupported global" in line]
+    first = unsafe[0].split(" was not")[0] if unsafe else (text.splitlines()[0] if text else type(err).__name__)
+    first = first.removeprefix("WeightsUnpickler error: ")  # "Unsupported global: GLOBAL io.open"
+    return CheckpointError(f"{path}: unreadable, truncated or unsafe to load ({first})")
+
+
+def _load_restricted(load, path, map_location="cpu", **kwargs):
+    """`load` (torch.load) with weights_only=True and the allow-list; errors -> CheckpointError."""
+    kwargs.pop("weights_only", None)  # DeepSpeed asks for False; nothing here honours that
     try:
-        with torch.serialization.safe_globals(allowed):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_allowed_globals()):
+            return load(path, map_location=map_location, weights_only=True, **kwargs)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing") from None
     except Exception as err:  # noqa: BLE001 - torch raises many types for truncated/foreign files
-        text = str(err).strip()
-        unsafe = [line.strip() for line in text.splitlines() if "Unsupported global" in line]
-        first = unsafe[0].split(" was not")[0] if unsafe else (text.splitlines()[0] if text else type(err).__name__)
-        raise CheckpointError(f"{path}: unreadable, truncated or unsafe to load ({first})") from None
+        raise _unsafe_load_error(path, err) from None
+
+
+def _safe_load(path: Path, mmap: bool = False) -> dict:
+    """torch.load with weights_only=True, allowing only DeepSpeed's plain value classes."""
+    state = _load_restricted(torch.load, path, mmap=mmap)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a DeepSpeed checkpoint file")
     return state
+
+
+@contextlib.contextmanager
+def safe_torch_load() -> Iterator[None]:
+    """Within the block, every `torch.load` loads with weights_only=True and the allow-list.
+
+    DeepSpeed's engine.load_checkpoint, its universal-checkpoint conversion and its universal
+    loader call torch.load with weights_only=False from some twenty places in five modules, and
+    only the first goes through a replaceable checkpoint engine; replacing torch.load for the
+    duration of the load covers them all (DeepSpeed calls it as `torch.load`, read at call time).
+    A file that needs anything else fails as a CheckpointError instead of running code.
+    """
+    original = torch.load
+
+    def restricted(f, map_location=None, pickle_module=None, **kwargs):
+        if pickle_module is not None:
+            raise CheckpointError(f"{f}: refused a load with a custom pickle module")
+        return _load_restricted(original, f, map_location, **kwargs)
+
+    torch.load = restricted
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+def check_loadable(directory: str | Path) -> int:
+    """Unpickle every torch file under `directory` the safe way, so that a crafted or truncated
+    file is refused before DeepSpeed (and the other ranks) start loading. Memory-mapped: the
+    tensors are not read, only the pickles checked. Returns the number of files checked.
+
+    Raises:
+        CheckpointError: A file that is unreadable, truncated or unsafe to load.
+    """
+    files = sorted(Path(directory).rglob("*.pt"))
+    for path in files:
+        # torch maps only its zip format; a JSON that turns DeepSpeed's zip serialization off
+        # gives the older single-pickle format, which is read whole.
+        _load_restricted(torch.load, path, mmap=zipfile.is_zipfile(path))
+    return len(files)
 
 
 def read_trainable_weights(ds_dir: str | Path) -> dict[str, torch.Tensor]:

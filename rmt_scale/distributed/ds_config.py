@@ -6,10 +6,13 @@ config's `batch`); nothing here knows the training config.
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from deepspeed.accelerator import get_accelerator
 
 from rmt_scale.errors import ConfigError
@@ -94,6 +97,9 @@ def fill_ds_config(ds_config: dict, *, micro_batch: int, grad_accum: int, train_
                           "schedule.* and the curriculum stages of the training config")
     for name in ("bf16", "fp16"):
         section = ds.setdefault(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: \"{name}\" must be a JSON object such as {{\"enabled\": \"auto\"}}, "
+                              f"got {json.dumps(section)}")
         wanted = precision == name
         enabled = section.get("enabled", "auto")
         if enabled == "auto":
@@ -106,9 +112,12 @@ def fill_ds_config(ds_config: dict, *, micro_batch: int, grad_accum: int, train_
         for key, value in optimizer.items():
             if params.get(key, "auto") == "auto":
                 params[key] = list(value) if isinstance(value, tuple) else value
+    for name in ("zero_optimization", "optimizer"):
+        if not isinstance(ds.get(name, {}), dict):
+            raise ConfigError(f"{source}: \"{name}\" must be a JSON object, got {json.dumps(ds[name])}")
     zero = ds.setdefault("zero_optimization", {})
     stage = zero.setdefault("stage", 0)
-    if stage not in (0, 1, 2, 3):
+    if not isinstance(stage, int) or stage not in (0, 1, 2, 3):
         raise ConfigError(f"{source}: zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
     buckets = {
         "reduce_bucket_size": hidden_size * hidden_size,
@@ -123,7 +132,71 @@ def fill_ds_config(ds_config: dict, *, micro_batch: int, grad_accum: int, train_
     left = _find_auto(ds)
     if left:
         raise ConfigError(f"{source}: nothing fills \"auto\" at {left}; give values there")
+    check_with_deepspeed(ds, source)
     return ds
+
+
+# Top-level sections DeepSpeed reads outside DeepSpeedConfig (the engine, the launcher, monitors).
+_READ_ELSEWHERE = {"optimizer", "scheduler", "activation_checkpointing", "flops_profiler", "aio", "autotuning",
+                   "monitor_config", "zero_optimization", "checkpoint", "train_batch_size"}
+
+
+class _KeyRecorder(dict):
+    """A dict that remembers which keys DeepSpeedConfig looked up, so unknown keys can be named."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.looked_up: set = set()
+
+    def get(self, key, *default):
+        self.looked_up.add(key)
+        return super().get(key, *default)
+
+    def __getitem__(self, key):
+        self.looked_up.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.looked_up.add(key)
+        return super().__contains__(key)
+
+
+def check_with_deepspeed(ds: dict, source: str) -> None:
+    """Let DeepSpeed's own config classes validate the filled JSON before any process starts.
+
+    Sections of the wrong type or with bad values, and an optimizer type DeepSpeed cannot build,
+    are errors; a top-level key DeepSpeed never reads is an error when it is a near-spelling of
+    one it does (a typo would otherwise be ignored without a word), and a warning otherwise.
+    """
+    from deepspeed.runtime.config import DEEPSPEED_OPTIMIZERS, DeepSpeedConfig
+
+    optimizer = ds.get("optimizer", {}).get("type")
+    if optimizer is not None and not (str(optimizer).lower() in DEEPSPEED_OPTIMIZERS
+                                      or getattr(torch.optim, str(optimizer), None) is not None):
+        raise ConfigError(f"{source}: optimizer.type {optimizer!r} is neither a DeepSpeed optimizer "
+                          f"{DEEPSPEED_OPTIMIZERS} nor a torch.optim class")
+    # Without a process group DeepSpeedConfig checks batch sizes for one rank; the batch was
+    # already checked above, so let it derive train_batch_size for a single rank.
+    recorder = _KeyRecorder({key: value for key, value in ds.items() if key != "train_batch_size"})
+    logger = logging.getLogger("DeepSpeed")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        DeepSpeedConfig(recorder)
+    except Exception as err:  # DeepSpeed raises TypeError, ValueError, AssertionError and pydantic errors
+        first = " ".join(str(err).split())[:300]
+        raise ConfigError(f"{source}: DeepSpeed rejects this config: {first}") from None
+    finally:
+        logger.setLevel(level)
+    known = recorder.looked_up | _READ_ELSEWHERE
+    for key in ds:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.85)
+        if close:
+            raise ConfigError(f"{source}: unknown key \"{key}\"; did you mean \"{close[0]}\"?")
+        logging.getLogger(__name__).warning("%s: DeepSpeed does not read the key \"%s\"; it has no effect",
+                                            source, key)
 
 
 def _find_auto(node: Any, path: str = "") -> list[str]:

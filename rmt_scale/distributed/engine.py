@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -15,9 +16,10 @@ import torch
 from deepspeed.accelerator import get_accelerator
 from torch import nn
 
+from rmt_scale.distributed.checkpoint_reader import safe_torch_load
 from rmt_scale.distributed.ds_config import zero_stage
-from rmt_scale.distributed.process import barrier, on_rank0
-from rmt_scale.errors import CheckpointError, ConfigError
+from rmt_scale.distributed.process import barrier, on_rank0, raise_if_any
+from rmt_scale.errors import CheckpointError, ConfigError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,12 @@ def set_learning_rate(engine, lr: float) -> None:
         group["lr"] = lr
 
 
+def step_applied(engine) -> bool:
+    """Whether the last optimizer step changed the weights. ZeRO's optimizers (and fp16 loss
+    scaling) discard a step whose gradients are not finite; the same on every rank."""
+    return bool(engine.was_step_applied())
+
+
 def describe_partitioning(param: nn.Parameter) -> str:
     """How ZeRO holds `param` on this rank (for the startup log)."""
     if hasattr(param, "ds_id"):
@@ -77,8 +85,63 @@ def save_checkpoint(engine, save_dir: Path, tag: str) -> None:
 
     Frozen base weights are not written: they come from the base checkpoint (or the seeded
     random init) at every launch, which keeps a 7B LoRA checkpoint to megabytes.
+
+    Raises (on every rank, whichever rank's write failed):
+        CheckpointError: A file could not be written; "disk full" when that is why.
     """
-    engine.save_checkpoint(str(save_dir), tag=tag, save_latest=False, exclude_frozen_parameters=True)
+    recorder = _WriteFailures(engine.checkpoint_engine)
+    engine.checkpoint_engine = recorder
+    try:
+        engine.save_checkpoint(str(save_dir), tag=tag, save_latest=False, exclude_frozen_parameters=True)
+    finally:
+        engine.checkpoint_engine = recorder.inner
+    raise_if_any(recorder.failure)
+
+
+# What torch.save says when the disk fills up under it (its zip writer checks positions, not errno).
+_DISK_FULL_TEXT = ("unexpected pos", "file write failed", "No space left on device")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in _DISK_FULL_TEXT)
+
+
+class _WriteFailures:
+    """The engine's checkpoint engine, except that a failed write is recorded, not raised.
+
+    engine.save_checkpoint meets the other ranks in barriers and all-reduces between its writes;
+    a rank that raised half-way would leave them waiting there. Recording the failure lets every
+    rank finish the same sequence of collectives, and `raise_if_any` then stops all of them.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.failure: str | None = None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _record(self, path, err: Exception) -> None:
+        if self.failure is None:
+            self.failure = (f"disk full while saving {path}" if is_disk_full(err)
+                            else f"cannot write {path} ({first_line(err)})")
+
+    def makedirs(self, path, exist_ok=False):
+        try:
+            self.inner.makedirs(path, exist_ok=exist_ok)
+        except OSError as err:
+            self._record(path, err)
+
+    def save(self, state_dict, path: str):
+        if self.failure is not None:
+            return None  # the checkpoint is lost already; do not fill the disk further
+        try:
+            return self.inner.save(state_dict, path)
+        except (OSError, RuntimeError) as err:
+            self._record(path, err)
+            return None
 
 
 def needs_universal(saved_world: int, saved_stage: int, num_ranks: int, stage: int) -> bool:
@@ -114,7 +177,7 @@ def prepare_universal(checkpoint_dir: Path) -> None:
         args = argparse.Namespace(input_folder=str(checkpoint_dir / "deepspeed"), output_folder=str(tmp),
                                   num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
                                   strict=True, inject_missing_state=True)
-        with contextlib.redirect_stdout(_LogWriter()):
+        with contextlib.redirect_stdout(_LogWriter()), safe_torch_load():
             ds_to_universal(args)
         os.replace(tmp, target)
 
@@ -137,8 +200,9 @@ class _LogWriter:
 def load_checkpoint(engine, checkpoint_dir: Path, universal: bool) -> None:
     """Load the weights and optimizer state written by `save_checkpoint` (or its universal form)."""
     load_dir, tag = (checkpoint_dir, UNIVERSAL_DIR) if universal else (checkpoint_dir, "deepspeed")
-    path, _ = engine.load_checkpoint(str(load_dir), tag=tag, load_module_strict=False,
-                                     load_optimizer_states=True, load_lr_scheduler_states=False)
+    with safe_torch_load():  # DeepSpeed's loads unpickle anything otherwise
+        path, _ = engine.load_checkpoint(str(load_dir), tag=tag, load_module_strict=False,
+                                         load_optimizer_states=True, load_lr_scheduler_states=False)
     if path is None:
         raise CheckpointError(f"{checkpoint_dir}: DeepSpeed could not load this checkpoint; resume from "
                               "another one (resume=PATH) or start a new output_dir")

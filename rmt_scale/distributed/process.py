@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -12,7 +11,7 @@ import deepspeed
 import torch
 from deepspeed.accelerator import get_accelerator
 
-from rmt_scale.errors import RankZeroError
+from rmt_scale.errors import CheckpointError, DistributedError, RankZeroError
 
 T = TypeVar("T")
 
@@ -27,27 +26,67 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def init_process_group(timeout_minutes: int) -> None:
+def init_process_group(timeout_minutes: float) -> None:
     """Start the process group (gloo on CPU, nccl on GPUs: DeepSpeed's accelerator decides).
 
     Run as a plain `python` process, this sets up a group of one, so the same code path serves
     single-process runs.
+
+    Args:
+        timeout_minutes: How long any collective waits for the other ranks before it fails, in
+            every process group of this process (see `_default_group_timeout`).
     """
     if "RANK" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
+        # Port 0: the group of one's store takes whatever port is free when it binds (a port
+        # looked up beforehand could be taken by then, and nobody else needs to find it).
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="0")
     accelerator = get_accelerator()
     if accelerator.device_name() == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    timeout = timedelta(minutes=timeout_minutes)
+    _default_group_timeout(timeout)
     deepspeed.init_distributed(dist_backend=accelerator.communication_backend_name(),
-                               auto_mpi_discovery=False, verbose=False,
-                               timeout=timedelta(minutes=timeout_minutes))
+                               auto_mpi_discovery=False, verbose=False, timeout=timeout)
+
+
+def _default_group_timeout(timeout: timedelta) -> None:
+    """Make `timeout` the default of every process group created in this process.
+
+    The timeout given to init_process_group applies to the world group only. DeepSpeed runs its
+    collectives on groups it creates itself (a clone of the world for data parallelism, ZeRO's
+    groups) with torch.distributed.new_group and no timeout, and torch gives those its own
+    default, 30 minutes for gloo and 10 for NCCL: with one rank stopped, the others waited that
+    long whatever dist_timeout_minutes said. new_group reads these module defaults at call time.
+    """
+    from torch.distributed import distributed_c10d
+
+    distributed_c10d.default_pg_timeout = timeout
+    if isinstance(getattr(distributed_c10d, "default_pg_nccl_timeout", None), timedelta):
+        distributed_c10d.default_pg_nccl_timeout = timeout
+
+
+# How torch reports a collective that waited past the timeout (gloo, NCCL, the TCP store).
+_TIMEOUT_TEXT = ("Timed out", "timed out", "Timeout", "timeout")
+# How gloo reports a peer that went away in the middle of a collective.
+_PEER_GONE_TEXT = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def lost_rank_error(err: BaseException, timeout_minutes: float) -> DistributedError | None:
+    """A one-line DistributedError when `err` is a collective that failed because another rank
+    stopped answering (past the timeout) or exited; None for any other error."""
+    dist_error = getattr(torch.distributed, "DistError", RuntimeError)
+    if not isinstance(err, (RuntimeError, dist_error)):
+        return None
+    text, who = str(err), f"rank {rank()}"
+    if any(part in text for part in _PEER_GONE_TEXT):
+        return DistributedError(f"{who}: another rank exited during a collective operation (its own output "
+                                "says why); once that is fixed, launch again with resume=auto")
+    if any(part in text for part in _TIMEOUT_TEXT):
+        return DistributedError(f"{who}: no answer from another rank within dist_timeout_minutes="
+                                f"{timeout_minutes:g} (a rank is stopped, hung or slower than that); end the "
+                                "run and launch again with resume=auto, raising dist_timeout_minutes if a "
+                                "step or checkpoint legitimately takes longer")
+    return None
 
 
 def teardown(wait: bool = True) -> None:
@@ -60,7 +99,12 @@ def teardown(wait: bool = True) -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         if wait:
             torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        if deepspeed.comm.is_initialized():
+            # DeepSpeed's own destroy also drops the groups it cached (its clone of the world
+            # group), so a process that trains again (a test, a notebook) starts from fresh ones.
+            deepspeed.comm.destroy_process_group()
+        else:
+            torch.distributed.destroy_process_group()
 
 
 def rank() -> int:
@@ -123,3 +167,18 @@ def on_rank0(work: Callable[[], T], catch: tuple[type[BaseException], ...], pref
         name, message = failure[0]
         raise RankZeroError(message, name)
     return result
+
+
+def raise_if_any(failure: str | None) -> None:
+    """Raise CheckpointError(failure) on every rank if any rank has a failure (its message).
+
+    Every rank must call it (an all-gather): a failure on one rank stops all of them with the
+    first rank's message, and none waits at a later collective for a rank that has stopped.
+    """
+    failures = [failure]
+    if torch.distributed.is_initialized() and world_size() > 1:
+        failures = [None] * world_size()
+        torch.distributed.all_gather_object(failures, failure)
+    found = [message for message in failures if message is not None]
+    if found:
+        raise CheckpointError(found[0])

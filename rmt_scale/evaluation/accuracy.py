@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 HEATMAP_PNG = "accuracy_heatmap.png"
+OUTPUT_FILES = (RESULTS_JSON, RESULTS_CSV, HEATMAP_PNG)
 CSV_COLUMNS = ("task", "length", "target_tokens", "samples", "correct", "accuracy",
                "mean_prompt_tokens", "mean_tokens_read", "seconds", "tokens_per_s")
 
@@ -128,7 +129,8 @@ class EvalReport:
         for task in self.settings["tasks"]:
             values = [self.accuracy(task, length) for length in lengths]
             rows.append([task] + ["-" if v is None else f"{100 * v:.0f}" for v in values])
-        return markdown_table(["task \\ length"] + list(lengths), rows)
+        corner = self.settings.get("corner", "task \\ length")  # your QA data: scores x buckets
+        return markdown_table([corner] + list(lengths), rows)
 
     def write(self, out_dir: str | Path, title: str | None = None) -> dict[str, Path]:
         """Write results.json, results.csv and the accuracy heatmap PNG into `out_dir`."""
@@ -235,17 +237,20 @@ def evaluate_babilong(eval_model: EvalModel, tasks: Sequence[str], lengths: Sequ
                                     cache_dir=cache_dir)
             answers.update(data["answer"])  # the column alone: rows hold all their ids
             labels = candidate_labels(task, answers)
-            report.cells.append(_evaluate_cell(eval_model, data, task, length, labels, collate,
-                                               batch_size, max_new_tokens, progress, report))
+            report.cells.append(evaluate_cell(eval_model, data, task, length, labels, collate,
+                                              batch_size, max_new_tokens, progress, report))
         report.labels[task] = candidate_labels(task, answers)
     report.seconds = time.perf_counter() - start
     report.peak_rss_mib = peak_rss_mib()
     return report
 
 
-def _evaluate_cell(eval_model: EvalModel, data, task: str, length: str, labels: list[str],
-                   collate: LeftPadCollator, batch_size: int, max_new_tokens: int,
-                   progress: bool, report: EvalReport) -> CellResult:
+def evaluate_cell(eval_model: EvalModel, data, task: str, length: str, labels: list[str],
+                  collate: LeftPadCollator, batch_size: int, max_new_tokens: int,
+                  progress: bool, report: EvalReport) -> CellResult:
+    """Generate answers to the rows of `data` (a BABILong-style dataset with input_ids,
+    prompt_length, question, answer) and score them with BABILong's rule; the predictions go to
+    `report`. Used for generated samples and for the official BABILong files alike."""
     # Only what is used, ids as one tensor: a 1M-token row is 8 MB, not 1M Python ints twice over.
     rows = data.select_columns(["input_ids", "question", "answer"]).with_format(
         "torch", columns=["input_ids"], output_all_columns=True)

@@ -7,7 +7,8 @@
 * a base checkpoint (has `config.json` only): the full-attention baseline, which keeps the last
   `max_positions - max_new_tokens` tokens of the prompt (the question is at the end) and calls the
   base's own `generate`; or, with `num_mem_tokens`, the base wrapped with fresh, untrained memory
-  (the control a trained adapter should beat).
+  (the control a trained adapter should beat). A base may be named by its Hugging Face id when
+  it is in the local cache (loaded offline, remote code off).
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from torch import nn
 from rmt_scale.config import RMTConfig
 from rmt_scale.errors import AdapterError, ConfigError
 from rmt_scale.model.loading import (
+    cached_model_dir,
+    hub_cache_dir,
     load_causal_lm,
     load_tokenizer,
+    model_id_of,
     pad_token_id,
     parse_device,
     parse_dtype,
@@ -103,29 +107,39 @@ class EvalModel:
 
 def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: int | None = None,
                     segment_size: int | None = None, device: str | None = None,
-                    dtype: str | None = None) -> EvalModel:
+                    dtype: str | None = None, trust_remote_code: bool = False) -> EvalModel:
     """Load `path` for evaluation (see the module docstring for what it may be).
 
     Args:
-        path: A saved memory-model directory or a base checkpoint directory.
+        path: A saved memory-model directory, a base checkpoint directory, or a base's model
+            id in the local Hugging Face cache.
         base: Base checkpoint for a memory model, instead of the path it records.
         num_mem_tokens: For a base checkpoint: wrap it with this much fresh memory. For a memory
             model it is fixed by the saved memory; only an equal value is accepted.
         segment_size: Override the saved segment size (memory models, or a base with memory).
         device: "auto" (CUDA if available), "cpu", "cuda" or "cuda:N".
         dtype: "float32", "bfloat16" or "float16"; default: the checkpoint's own.
+        trust_remote_code: Run Python code shipped in the base checkpoint (an architecture
+            transformers does not know); only on the user's explicit request.
 
     Raises:
         AdapterError: For a missing or unrecognised directory, or no tokenizer.
         ConfigError: For overrides that do not fit.
         InputError: For a device this machine does not have.
     """
-    path = Path(path)
+    name = str(path)
+    path = Path(path).expanduser()
     if not path.is_dir():
-        raise AdapterError(f"{path}: no such model directory")
+        # A Hugging Face id of a model in the local cache (a base: the baseline or fresh memory).
+        path = cached_model_dir(name)
+        if path is None:
+            raise AdapterError(f"{name}: no such model directory, and no model of that id in the "
+                               f"local Hugging Face cache ({hub_cache_dir()})")
     target = parse_device(device)
     torch_dtype = parse_dtype(dtype)
-    load_kwargs = {} if torch_dtype is None else {"dtype": torch_dtype}
+    load_kwargs = {"trust_remote_code": trust_remote_code}
+    if torch_dtype is not None:
+        load_kwargs["dtype"] = torch_dtype
     if (path / RMT_CONFIG_FILE).is_file():
         # Overrides are checked against the saved config before any weights are loaded.
         saved = read_rmt_config(path)
@@ -150,7 +164,7 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
             config = RMTConfig(num_mem_tokens=num_mem_tokens,
                                **({} if segment_size is None else {"segment_size": segment_size}))
         lm = load_causal_lm(path, **load_kwargs)
-        base_path = str(path)
+        base_path = name if model_id_of(name) else str(path)
         if config is not None:
             model, kind = RecurrentMemoryModel.wrap(lm, config), "untrained-memory"
         else:
@@ -160,9 +174,9 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
             f"{path}: neither a memory model (no {RMT_CONFIG_FILE}) nor a base checkpoint "
             "(no config.json)"
         )
-    tokenizer = load_tokenizer(path, base_path or None)
+    tokenizer = load_tokenizer(path, base_path or None, trust_remote_code=trust_remote_code)
     model.to(target).eval()
-    return EvalModel(model, tokenizer, str(path), kind, base_path)
+    return EvalModel(model, tokenizer, name, kind, base_path)
 
 
 @contextmanager

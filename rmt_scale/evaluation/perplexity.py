@@ -1,7 +1,9 @@
 """Loss and perplexity per segment position, with and without memory (`rmt-scale eval-lm`).
 
-Each sample is `num_segments * segment_size` tokens of contiguous text
-(:func:`rmt_scale.data.lm_dataset`). It is read twice by the same base model:
+Each sample is a window of `num_segments * segment_size` tokens of one document, read from the
+same sources as training's `data.kind: text` (files, directories, globs, datasets;
+:func:`rmt_scale.data.document_dataset` and :func:`rmt_scale.data.plan_windows`, the same
+short-document policy). It is read twice by the same base model:
 
 * with memory: the RMT model, memory carried from segment to segment;
 * without memory: the same base with `num_mem_tokens=0`, so each segment is read alone.
@@ -27,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rmt_scale.config import RMTConfig
-from rmt_scale.data import lm_dataset
+from rmt_scale.data import TextWindows, document_dataset, plan_windows
 from rmt_scale.errors import ConfigError, DataError
 from rmt_scale.evaluation.accuracy import peak_rss_mib
 from rmt_scale.evaluation.models import EvalModel, segment_hook
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 LM_RESULTS_JSON = "lm_results.json"
 LM_RESULTS_CSV = "lm_results.csv"
 LM_PLOT_PNG = "lm_segments.png"
+LM_OUTPUT_FILES = (LM_RESULTS_JSON, LM_RESULTS_CSV, LM_PLOT_PNG)
 VARIANTS = ("memory", "no_memory")
 
 
@@ -112,17 +115,21 @@ def segment_loss_sums(model: RecurrentMemoryModel, input_ids: torch.Tensor, labe
 
 def evaluate_segments(eval_model: EvalModel, files: Sequence[str | Path], num_segments: int,
                       num_samples: int | None = 8, batch_size: int = 1,
-                      cache_dir: str | Path | None = None, progress: bool = True) -> SegmentReport:
+                      cache_dir: str | Path | None = None, progress: bool = True, *,
+                      field: str = "text", short_documents: str = "skip") -> SegmentReport:
     """Per-segment loss of `num_samples` text samples, with and without memory.
 
     Args:
         eval_model: A memory model (trained, or a base wrapped with fresh memory).
-        files: UTF-8 text files.
+        files: Sources of documents: files, directories, globs or dataset names
+            (:func:`rmt_scale.data.resolve_sources`).
         num_segments: Segments per sample; each sample is `num_segments * segment_size` tokens.
         num_samples: Samples to read (the first ones); None: all the text gives.
         batch_size: Samples per forward pass.
         cache_dir: Where `datasets` caches the tokenised text.
         progress: Show a progress bar over tokens read (its rate is tokens/s).
+        field: The text field of .jsonl/.json/.parquet rows and datasets.
+        short_documents: Documents shorter than a sample: "skip" or "pack" (joined with EOS).
     """
     if not eval_model.has_memory:
         raise ConfigError("eval-lm compares memory with no memory: pass a memory model, or a base "
@@ -131,23 +138,27 @@ def evaluate_segments(eval_model: EvalModel, files: Sequence[str | Path], num_se
         raise DataError("segments, samples and batch size must be >= 1")
     model = eval_model.model
     segment_size = model.config.segment_size
-    data = lm_dataset(files, eval_model.tokenizer, num_segments, segment_size, cache_dir=cache_dir)
-    if len(data) == 0:
-        raise DataError(f"the text files hold fewer than {num_segments * segment_size} tokens "
-                        "(one sample); give more text or fewer --segments")
+    tokenizer = eval_model.tokenizer
+    documents = document_dataset(list(files), tokenizer, field=field, cache_dir=cache_dir)
+    plan = plan_windows(documents["num_tokens"], num_segments * segment_size, short_documents)
+    if not plan.windows:
+        raise DataError(f"no document holds {num_segments * segment_size} tokens (one sample of "
+                        f"{num_segments} x {segment_size}): {plan}; give longer text, fewer "
+                        "--segments, or --short-documents pack")
     if num_samples is not None:
-        data = data.select(range(min(num_samples, len(data))))
-    data = data.with_format("torch", columns=["input_ids", "labels"])
+        plan.windows = plan.windows[:num_samples]
+    windows = TextWindows(documents, plan, tokenizer.eos_token_id)
     models = {"memory": model, "no_memory": without_memory(model)}
     sums = {name: torch.zeros(num_segments, dtype=torch.float64) for name in VARIANTS}
     tokens = torch.zeros(num_segments, dtype=torch.long)
-    bar = tqdm(total=2 * len(data) * num_segments * segment_size, unit="tok", unit_scale=True,
+    bar = tqdm(total=2 * len(windows) * num_segments * segment_size, unit="tok", unit_scale=True,
                desc="eval-lm", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     device = eval_model.device
     start = time.perf_counter()
-    for first in range(0, len(data), batch_size):
-        batch = data[first: first + batch_size]
-        input_ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
+    for first in range(0, len(windows), batch_size):
+        batch = [windows[i] for i in range(first, min(first + batch_size, len(windows)))]
+        input_ids = torch.tensor([sample["input_ids"] for sample in batch], device=device)
+        labels = torch.tensor([sample["labels"] for sample in batch], device=device)
         for name, variant in models.items():
             with segment_hook(variant, bar.update):
                 loss_sum, count = segment_loss_sums(variant, input_ids, labels)
@@ -159,9 +170,10 @@ def evaluate_segments(eval_model: EvalModel, files: Sequence[str | Path], num_se
                             f"{float(sums['no_memory'].sum() / done):.3f} without", refresh=False)
     bar.close()
     settings = {"files": [str(f) for f in files], "segments": num_segments,
-                "segment_size": segment_size, "samples": len(data), "batch_size": batch_size}
+                "segment_size": segment_size, "samples": len(windows), "batch_size": batch_size,
+                "field": field, "short_documents": short_documents}
     report = SegmentReport(eval_model.describe(), settings, tokens.tolist(),
                            {name: values.tolist() for name, values in sums.items()},
                            time.perf_counter() - start, peak_rss_mib())
-    logger.info("eval-lm: %d samples x %d segments in %.1f s", len(data), num_segments, report.seconds)
+    logger.info("eval-lm: %d samples x %d segments in %.1f s", len(windows), num_segments, report.seconds)
     return report

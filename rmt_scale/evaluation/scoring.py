@@ -13,10 +13,15 @@ BABILong's code also splits on "Question", but after lower-casing, so that split
 "kitchen\\nQuestion: Where is the garden?" names two labels and is wrong. It is kept that way
 here, because published scores were computed so (a test checks known outputs against the official
 function's results). The one difference: the expected answer is stripped of surrounding spaces.
+
+Free-form answers (`rmt-scale eval --data` on your own QA rows) are scored two ways instead:
+exact match of the output's first line and whether the output contains the answer, both after
+SQuAD's normalisation.
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable
 
 # The candidate labels of the 20 bAbI tasks, as in BABILong (`TASK_LABELS` of babilong/metrics.py).
@@ -91,3 +96,29 @@ def compare_answers(target: str, output: str, question: str, labels: Iterable[st
         parts = target.split(",")
         return all(part in named for part in parts) and len(named) == len(parts)
     return named == {target}
+
+
+# --- free-form answers (the user's own QA data) ---------------------------------------------
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, no articles (a, an, the), single spaces: SQuAD's normalisation,
+    so that "The kitchen." and "kitchen" are the same answer."""
+    text = "".join(" " if ch in string.punctuation else ch for ch in text.lower())
+    return " ".join(word for word in text.split() if word not in ("a", "an", "the"))
+
+
+def first_line(output: str) -> str:
+    """The first non-empty line of an output: what an answer is, before a model writes on."""
+    return next((line for line in output.splitlines() if line.strip()), "")
+
+
+def exact_match(target: str, output: str) -> bool:
+    """The output's first line is the target, once both are normalised."""
+    return normalize_answer(first_line(output)) == normalize_answer(target)
+
+
+def contains_answer(target: str, output: str) -> bool:
+    """The normalised target appears in the normalised output as whole words."""
+    wanted = normalize_answer(target)
+    return bool(wanted) and f" {wanted} " in f" {normalize_answer(output)} "

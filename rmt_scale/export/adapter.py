@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from rmt_scale.errors import CheckpointError, InputError
-from rmt_scale.model.loading import TOKENIZER_FILES
+from rmt_scale.model.loading import TOKENIZER_FILES, cached_model_dir
 from rmt_scale.model.saving import save_memory_model
 from rmt_scale.training import run_dir
 from rmt_scale.training.config import TrainConfig
@@ -57,9 +57,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if not run_dir.is_complete(path):
             raise CheckpointError(f"{path}: not a complete checkpoint (no '{run_dir.COMPLETE}' marker or "
                               f"{run_dir.TRAINER_STATE}); the save was interrupted")
+        run_dir.verify_checkpoint(path)  # its manifest: sizes and checksums
         return path
     if run_dir.checkpoint_root(path).is_dir() or (path / run_dir.CONFIG_FILE).is_file():
-        latest = run_dir.latest_checkpoint(path)
+        # The newest checkpoint that passes its manifest; a damaged newer one is named in a warning.
+        latest = run_dir.usable_checkpoint(path, action="exporting")
         if latest is None:
             raise CheckpointError(f"{path}: no complete checkpoint under {run_dir.checkpoint_root(path)}")
         return latest
@@ -104,7 +106,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | 
     run_directory = checkpoint.parent.parent
     random = config.model.init == "random"
     full = not config.lora.enabled and config.finetune.trains_everything()
-    base_record = BASE_DIR if (random or full) else str(config.model.resolved_path())
+    # A base named by its Hub id is recorded by the id: the adapter then loads on any machine
+    # with that model cached, not only where the training machine's snapshot path exists.
+    base_record = BASE_DIR if (random or full) else (config.model.model_id() or str(config.model.resolved_path()))
     tokenizer_dir = tokenizer_source(config)
     results = eval_results_file(run_directory, eval_results)
 
@@ -148,6 +152,9 @@ def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor], whe
         if value.numel() == 0 or tuple(value.shape) != tuple(trainable[name].shape):
             raise CheckpointError(f"{where}: {name} is saved with shape {tuple(value.shape)}, the model has "
                               f"{tuple(trainable[name].shape)} (an empty ZeRO-3 placeholder?)")
+        if not torch.isfinite(value).all():  # an adapter of NaNs would load and generate garbage
+            raise CheckpointError(f"{where}: {name} holds NaN or infinite values (the training diverged); "
+                                  "export an earlier checkpoint, or train again with a lower optimizer.lr")
     model.load_state_dict(weights, strict=False, assign=True)
 
 
@@ -156,6 +163,9 @@ def tokenizer_source(config: TrainConfig) -> Path | None:
     candidates = []
     if config.data.kind == "babilong" and config.data.babilong.tokenizer:
         candidates.append(Path(config.data.babilong.tokenizer).expanduser())
+    if config.data.tokenizer:  # a directory or a model id in the local Hugging Face cache
+        path = Path(config.data.tokenizer).expanduser()
+        candidates.append(path if path.exists() else cached_model_dir(config.data.tokenizer))
     if config.model.init == "pretrained":
         candidates.append(config.model.resolved_path())
     for path in candidates:
@@ -245,7 +255,8 @@ def model_card(config: TrainConfig, state: dict, checkpoint: Path, base_record: 
         (f"- **LoRA:** r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, targets "
          f"{', '.join(lora.target_modules)}" if lora.enabled else "- **LoRA:** none"),
         f"- **Trained in full:** {', '.join(config.finetune.modules) or 'nothing else'}",
-        f"- **Data:** {config.data.kind}" + (f" ({config.data.babilong.task})" if config.data.kind == "babilong" else ""),
+        f"- **Data:** {config.data.kind}" + (f" ({config.data.babilong.task})" if config.data.kind == "babilong" else "")
+        + (f" ({', '.join(config.data.user_sources())})" if config.data.kind in ("text", "qa") else ""),
         "- **Tokenizer:** " + ("included" if has_tokenizer else
                                "not included (the base checkpoint has none"
                                + (f" at `{tokenizer_dir}`" if tokenizer_dir else "") + ")"),

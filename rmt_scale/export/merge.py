@@ -20,9 +20,17 @@ from pathlib import Path
 import torch
 import yaml
 
-from rmt_scale.errors import AdapterError, first_line
+from rmt_scale.errors import AdapterError
 from rmt_scale.export.adapter import CARD, TRAINING_CONFIG
-from rmt_scale.model.loading import DTYPES, TOKENIZER_FILES, load_causal_lm, parse_dtype
+from rmt_scale.model.loading import (
+    DTYPES,
+    TOKENIZER_FILES,
+    cached_model_dir,
+    describe_load_error,
+    load_causal_lm,
+    parse_dtype,
+)
+from rmt_scale.model.outputs import refuse_to_replace
 from rmt_scale.model.saving import (
     ADAPTER_CONFIG_FILE,
     forget_quantization,
@@ -35,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 
 def merge_adapter(adapter: str | Path, out: str | Path, base_path: str | None = None,
-                  dtype: str = "auto") -> Path:
+                  dtype: str = "auto", trust_remote_code: bool = False) -> Path:
     """Merge the adapter directory `adapter` into its base and write the result to `out`.
 
     Args:
@@ -43,10 +51,13 @@ def merge_adapter(adapter: str | Path, out: str | Path, base_path: str | None = 
         out: The merged model directory (replaced atomically).
         base_path: The base checkpoint; default: the path recorded in the adapter directory.
         dtype: float32, bfloat16, float16, or auto (the base checkpoint's own dtype).
+        trust_remote_code: Run Python code shipped in the base checkpoint (an architecture
+            transformers does not know); only on the user's explicit request.
 
     Raises:
         AdapterError: A missing or unreadable adapter, memory or base, or a base that does
             not fit the adapter. Nothing is written then.
+        InputError: `out` is or holds the adapter or the base: replacing it would delete them.
     """
     from transformers import AutoConfig
 
@@ -56,12 +67,19 @@ def merge_adapter(adapter: str | Path, out: str | Path, base_path: str | None = 
     if not (adapter / ADAPTER_CONFIG_FILE).is_file():
         raise AdapterError(f"{adapter}: no {ADAPTER_CONFIG_FILE}; not a LoRA adapter directory")
     source = base_path or recorded_base_path(adapter)
-    if not source or not Path(source).is_dir():
-        raise AdapterError(f"{adapter}: base checkpoint {source!r} is not a local directory; pass --base")
+    # A model id in the local Hugging Face cache reads from its snapshot directory.
+    local = None if not source else (
+        Path(source).expanduser() if Path(source).expanduser().is_dir() else cached_model_dir(source))
+    if local is None:
+        raise AdapterError(f"{adapter}: base checkpoint {source!r} is not a local directory or a model id "
+                           "in the local Hugging Face cache; pass --base")
+    source = str(local)
+    refuse_to_replace(out, overwrite=True, inputs=[adapter, source])
     try:
-        base_config = AutoConfig.from_pretrained(source)
+        base_config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise AdapterError(f"{source}: not a Hugging Face checkpoint ({first_line(err)})") from None
+        raise AdapterError(f"{source}: not a Hugging Face checkpoint "
+                           f"({describe_load_error(source, err, trust_remote_code)})") from None
     kwargs = {"dtype": torch.float32}
     quantization = getattr(base_config, "quantization_config", None)
     if quantization is not None:
@@ -73,7 +91,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, base_path: str | None = 
     if _trained_in_4bit(adapter):
         logger.info("the adapter was trained on a 4-bit quantized base; it is merged into the "
                     "full-precision weights of %s", source)
-    base = load_causal_lm(source, **kwargs)
+    base = load_causal_lm(source, trust_remote_code=trust_remote_code, **kwargs)
     if quantization is not None:
         base = base.dequantize().to(device="cpu", dtype=torch.float32)
         forget_quantization(base)

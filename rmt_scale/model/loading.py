@@ -3,10 +3,16 @@
 One table of dtype names, one device rule, one list of tokenizer files, one tokenizer lookup, one
 pad-id rule, and one place that calls `from_pretrained` for a causal LM, so that
 `trust_remote_code` is off everywhere unless a caller passes the user's explicit request.
+
+A model may also be named by its Hugging Face id (`HuggingFaceTB/SmolLM2-135M-Instruct`) when it
+is in the local Hub cache ($HF_HUB_CACHE, default ~/.cache/huggingface/hub): `resolve_model_dir`
+turns the id into its snapshot directory without any network access, so everything after it
+reads a directory as before.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -22,6 +28,80 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.json", "generation_config.json")
 # Any one of these makes a directory a tokenizer source.
 _TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+# A Hub model id: `name` or `org/name` (what `huggingface_hub` accepts as a repo id).
+_MODEL_ID = re.compile(r"[\w][\w.-]*(/[\w][\w.-]*)?")
+
+
+def cached_model_dir(model_id: str) -> Path | None:
+    """The snapshot directory of Hub model `model_id` in the local cache, or None.
+
+    Never touches the network (`local_files_only`): the id's `refs/main` names the snapshot.
+    """
+    if not _MODEL_ID.fullmatch(str(model_id)):
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(model_id), local_files_only=True))
+    except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError, HFValidationError a ValueError
+        return None
+
+
+def hub_cache_dir() -> str:
+    """The local Hugging Face Hub cache that model ids are looked up in."""
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def model_id_of(name_or_path: str | Path | None) -> str | None:
+    """`name_or_path` when it names a model by its Hub id (not a local path), else None.
+
+    What an adapter records as its base: an id stays valid on any machine with that model cached,
+    where an absolute snapshot path would not.
+    """
+    if name_or_path is None or Path(name_or_path).expanduser().exists():
+        return None
+    return str(name_or_path) if cached_model_dir(str(name_or_path)) is not None else None
+
+
+def snapshot_model_id(path: str | Path) -> str | None:
+    """`org/name` when `path` is the current snapshot of that model in the local Hub cache
+    (`.../models--org--name/snapshots/<commit>` that `refs/main` points to), else None."""
+    parts = Path(path).expanduser().parts
+    if len(parts) < 3 or parts[-2] != "snapshots" or not parts[-3].startswith("models--"):
+        return None
+    model_id = parts[-3][len("models--"):].replace("--", "/")
+    current = cached_model_dir(model_id)
+    # Another revision than the one `refs/main` names stays a path: the id would load a different one.
+    return model_id if current is not None and current.resolve() == Path(path).expanduser().resolve() else None
+
+
+def resolve_model_dir(name_or_path: str | Path, what: str = "model",
+                      error: type[RMTScaleError] = AdapterError) -> Path:
+    """The local directory of a checkpoint given as a directory or a Hub id in the local cache.
+
+    Args:
+        name_or_path: A directory (`~` expanded) or a model id such as `org/name`.
+        what: How the message names it (`model.path`, `--base`, ...).
+        error: The error class raised.
+
+    Raises:
+        AdapterError: (or `error`) Neither a directory nor an id in the local cache.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    snapshot = cached_model_dir(str(name_or_path))
+    if snapshot is not None:
+        return snapshot
+    if path.exists():
+        raise error(f"{what} {name_or_path}: a file, not a checkpoint directory")
+    if _MODEL_ID.fullmatch(str(name_or_path)):
+        raise error(f"{what} {name_or_path}: no such directory, and no model of that id in the local "
+                    f"Hugging Face cache ({hub_cache_dir()}); nothing is downloaded: fetch it first "
+                    f"(huggingface-cli download {name_or_path}) or pass a checkpoint directory")
+    raise error(f"{what} {name_or_path}: no such directory")
 
 
 def parse_dtype(name: str | None, what: str = "dtype") -> torch.dtype | None:
@@ -61,8 +141,33 @@ def has_tokenizer(path: str | Path | None) -> bool:
     return path is not None and any((Path(path) / name).is_file() for name in _TOKENIZER_MARKERS)
 
 
+def needs_remote_code(path: str | Path) -> bool:
+    """Whether a checkpoint directory names Python code of its own (`auto_map` in config.json or
+    tokenizer_config.json) that transformers would have to run to load it."""
+    import json
+
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            values = json.loads((Path(path) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(values, dict) and values.get("auto_map"):
+            return True
+    return False
+
+
+def describe_load_error(path: str | Path, err: BaseException, trust_remote_code: bool) -> str:
+    """Why a checkpoint did not load, in a line: its own code that was not run, or transformers'
+    first line."""
+    if not trust_remote_code and needs_remote_code(path):
+        return ("its architecture is Python code shipped in the directory (auto_map), which rmt-scale "
+                "does not run; pass --trust-remote-code (model.trust_remote_code: true) if you trust it")
+    return first_line(err)
+
+
 def load_tokenizer(*candidates: str | Path | None, trust_remote_code: bool = False):
-    """The tokenizer of the first candidate directory that has one, left-padding.
+    """The tokenizer of the first candidate directory (or model id in the local Hub cache) that
+    has one, left-padding.
 
     Raises:
         AdapterError: None of the candidates holds tokenizer files, or they do not load.
@@ -70,11 +175,14 @@ def load_tokenizer(*candidates: str | Path | None, trust_remote_code: bool = Fal
     from transformers import AutoTokenizer
 
     for candidate in candidates:
+        if candidate is not None and not Path(candidate).expanduser().exists():
+            candidate = cached_model_dir(str(candidate)) or candidate
         if has_tokenizer(candidate):
             try:
                 tokenizer = AutoTokenizer.from_pretrained(str(candidate), trust_remote_code=trust_remote_code)
             except (OSError, ValueError, KeyError) as err:
-                raise AdapterError(f"{candidate}: the tokenizer files do not load ({first_line(err)})") from None
+                raise AdapterError(f"{candidate}: the tokenizer files do not load "
+                                   f"({describe_load_error(candidate, err, trust_remote_code)})") from None
             tokenizer.padding_side = "left"
             return tokenizer
     shown = ", ".join(str(c) for c in candidates if c is not None) or "nowhere"
@@ -99,7 +207,7 @@ def load_causal_lm(source: str | Path, trust_remote_code: bool = False, *,
     """`AutoModelForCausalLM.from_pretrained` on a local directory, remote code off by default.
 
     Args:
-        source: The checkpoint directory.
+        source: The checkpoint directory, or a model id in the local Hub cache.
         trust_remote_code: Run the checkpoint's own modelling code; only on the user's request.
         error: What a checkpoint that does not load raises (a GGUF import raises GGUFError).
         kwargs: Passed to `from_pretrained` (dtype, device_map, gguf_file, ...).
@@ -109,12 +217,11 @@ def load_causal_lm(source: str | Path, trust_remote_code: bool = False, *,
     """
     from transformers import AutoModelForCausalLM
 
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        raise error(f"base checkpoint {source}: no such directory")
+    path = resolve_model_dir(source, "base checkpoint", error)
     try:
         return AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError, KeyError, NotImplementedError) as err:
         # NotImplementedError: an architecture or GGUF quantization transformers cannot read.
         shown = path / kwargs["gguf_file"] if kwargs.get("gguf_file") else path
-        raise error(f"{shown}: cannot load the checkpoint ({first_line(err)})") from None
+        raise error(f"{shown}: cannot load the checkpoint ({describe_load_error(path, err, trust_remote_code)})"
+                    ) from None

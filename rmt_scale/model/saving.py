@@ -5,8 +5,9 @@ Directory layout written by `RecurrentMemoryModel.save_pretrained(path)` (and `r
     path/
       rmt_config.json            RMTConfig
       memory.safetensors         {"memory": (M, D)}
-      rmt_base.json              {"base_model_name_or_path": ...}: where the base came from; a
-                                 relative path is relative to this directory (e.g. "base")
+      rmt_base.json              {"base_model_name_or_path": ...}: where the base came from: a
+                                 Hub model id (looked up in the local cache), a directory, or a
+                                 path relative to this directory (e.g. "base")
       adapter_config.json        } written by PEFT itself when the base is a PeftModel, so
       adapter_model.safetensors  } plain `PeftModel.from_pretrained(base, path)` loads it
       finetuned_modules.safetensors  base weights trained in full without LoRA (only when asked:
@@ -23,23 +24,25 @@ interrupted save never leaves a half-written directory at `path`. Nothing is unp
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rmt_scale.config import RMTConfig
 from rmt_scale.errors import AdapterError, ConfigError, first_line
-from rmt_scale.model.loading import load_causal_lm
+from rmt_scale.model.loading import (
+    cached_model_dir,
+    hub_cache_dir,
+    load_causal_lm,
+    snapshot_model_id,
+)
 from rmt_scale.model.memory import unwrap_causal_lm
+from rmt_scale.model.outputs import atomic_directory
 
 RMT_CONFIG_FILE = "rmt_config.json"
 MEMORY_FILE = "memory.safetensors"
@@ -63,55 +66,6 @@ class SavedModel:
     config: RMTConfig
     memory: torch.Tensor
     base: nn.Module
-
-
-def _current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def _apply_umask(root: Path) -> None:
-    """Give everything under `root` the modes a plain `open`/`mkdir` would have.
-
-    mkdtemp makes a private (0700) directory and safetensors writes 0600 files; an adapter or
-    checkpoint is meant to be shared like any other file its user writes.
-    """
-    umask = _current_umask()
-    os.chmod(root, 0o777 & ~umask)
-    for folder, dirs, files in os.walk(root):
-        for name in dirs:
-            if not os.path.islink(os.path.join(folder, name)):
-                os.chmod(os.path.join(folder, name), 0o777 & ~umask)
-        for name in files:
-            if not os.path.islink(os.path.join(folder, name)):
-                os.chmod(os.path.join(folder, name), 0o666 & ~umask)
-
-
-@contextmanager
-def atomic_directory(path: str | Path):
-    """Yield a temporary directory that replaces `path` only if the block finishes.
-
-    The temporary directory sits beside `path` (same filesystem), so the final rename is atomic;
-    an existing `path` is moved aside first and deleted only after the new one is in place. Files
-    and folders get the user's usual modes (umask) before the rename.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        yield tmp
-        _apply_umask(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def forget_quantization(model) -> None:
@@ -156,6 +110,9 @@ def write_adapter(path: str | Path, config: RMTConfig, memory: torch.Tensor, bas
         config.save(tmp / RMT_CONFIG_FILE)
         save_file({"memory": memory.detach().to("cpu").contiguous()}, str(tmp / MEMORY_FILE))
         recorded = base_model_name_or_path or getattr(lm.config, "_name_or_path", "") or ""
+        # A base loaded from the local Hub cache is recorded by its id, not by this machine's path.
+        if recorded:
+            recorded = snapshot_model_id(recorded) or recorded
         (tmp / BASE_FILE).write_text(
             json.dumps({"base_model_name_or_path": str(recorded), "architecture": type(lm).__name__}, indent=2) + "\n"
         )
@@ -247,6 +204,9 @@ def recorded_base_path(path: str | Path) -> str | None:
     if not file.is_file():
         return None
     recorded = _read_json_object(file).get("base_model_name_or_path") or None
+    if recorded is not None and not isinstance(recorded, str):
+        raise AdapterError(f"{file}: base_model_name_or_path must be a path or a model id (a string), "
+                           f"got {recorded!r}; fix it or pass --base")
     if recorded and not Path(recorded).expanduser().is_absolute() and (Path(path) / recorded).is_dir():
         return str(Path(path) / recorded)  # saved beside the adapter (an exported random base)
     return recorded
@@ -256,10 +216,11 @@ def _load_base(path: Path, base_model_name_or_path: str | None, base_kwargs: dic
     source = base_model_name_or_path or recorded_base_path(path)
     if not source:
         raise AdapterError(f"{path}: no base model recorded; pass base= or base_model_name_or_path=")
-    if not Path(source).expanduser().is_dir():
+    if not Path(source).expanduser().is_dir() and cached_model_dir(source) is None:
         raise AdapterError(
-            f"base checkpoint {source!r} recorded in {path} is not a local directory; pass "
-            "base_model_name_or_path= pointing to it"
+            f"base checkpoint {source!r} recorded in {path} is neither a local directory nor a model "
+            f"id in the local Hugging Face cache ({hub_cache_dir()}); pass --base "
+            "(base_model_name_or_path= in Python) pointing to it"
         )
     return load_causal_lm(source, **base_kwargs)
 
@@ -267,22 +228,60 @@ def _load_base(path: Path, base_model_name_or_path: str | None, base_kwargs: dic
 def read_lora_config(path: Path):
     """The PEFT config of an adapter directory (None without one), its weights file checked to
     be there: what is wrong with the adapter is said before a base is loaded or blamed."""
-    from peft import PeftConfig
-
     config_file, weights_file = path / ADAPTER_CONFIG_FILE, path / ADAPTER_WEIGHTS_FILE
     if not config_file.is_file():
         return None
-    if "peft_type" not in _read_json_object(config_file):
+    values = _read_json_object(config_file)
+    if "peft_type" not in values:
         raise AdapterError(f"{config_file}: not a PEFT adapter config (no peft_type); export the adapter again")
+    if not weights_file.is_file():
+        raise AdapterError(f"{weights_file}: LoRA weights missing beside {ADAPTER_CONFIG_FILE}; "
+                           "export the adapter again")
+    try:  # the header only: a truncated or foreign file is named before a base is loaded
+        with safe_open(str(weights_file), "pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise AdapterError(f"{weights_file}: unreadable or truncated safetensors file ({err}); "
+                           "export the adapter again") from err
+    from peft import PeftConfig  # after the cheap checks: importing PEFT takes seconds
+
     try:
         peft_config = PeftConfig.from_pretrained(str(path))
     except (ValueError, TypeError, KeyError) as err:
         raise AdapterError(f"{config_file}: this PEFT version cannot read the adapter config "
                            f"({first_line(err)}); export the adapter again") from err
-    if not weights_file.is_file():
-        raise AdapterError(f"{weights_file}: LoRA weights missing beside {ADAPTER_CONFIG_FILE}; "
-                           "export the adapter again")
+    _check_field_types(config_file, values, type(peft_config))
     return peft_config
+
+
+# PEFT computes with its numbers as floats (lora_alpha / r), so an int field holding 16.0 works and
+# is accepted; what fails deep inside the layers is a string, a list or an object in its place.
+_SIMPLE_TYPES = {int: "a number", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _check_field_types(file: Path, values: dict, config_class: type) -> None:
+    """The plain fields (int, float, bool, str) of a PEFT config hold values of their type.
+
+    PEFT builds its config without checking types, so `"r": "eight"` would fail deep inside the
+    LoRA layers, after the base is loaded, with a TypeError that names neither file nor key.
+    """
+    import typing
+
+    try:
+        hints = typing.get_type_hints(config_class)
+    except (NameError, TypeError):  # annotations this Python cannot resolve: PEFT checks the rest
+        return
+    for key, value in values.items():
+        kind = hints.get(key)
+        options = [o for o in typing.get_args(kind) if o is not type(None)] if typing.get_args(kind) else [kind]
+        if value is None or len(options) != 1 or options[0] not in _SIMPLE_TYPES:
+            continue
+        kind = options[0]
+        fits = (isinstance(value, bool) if kind is bool else isinstance(value, str) if kind is str
+                else isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not fits:
+            raise AdapterError(f"{file}: {key} must be {_SIMPLE_TYPES[kind]}, got {value!r}; "
+                               "export the adapter again")
 
 
 def _attach_lora(base: nn.Module, path: Path, peft_config, is_trainable: bool) -> nn.Module:

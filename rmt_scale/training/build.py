@@ -18,7 +18,12 @@ from torch import nn
 
 from rmt_scale.config import RMTConfig
 from rmt_scale.errors import AdapterError, ConfigError
-from rmt_scale.model.loading import load_causal_lm, parse_dtype
+from rmt_scale.model.loading import (
+    describe_load_error,
+    load_causal_lm,
+    parse_dtype,
+    resolve_model_dir,
+)
 from rmt_scale.model.recurrent import RecurrentMemoryModel
 from rmt_scale.training.config import TrainConfig
 from rmt_scale.training.model_config import (
@@ -51,8 +56,8 @@ def base_hidden_size(model: ModelConfig) -> int:
         base_config = AutoConfig.from_pretrained(str(model.resolved_path()),
                                                  trust_remote_code=model.trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"model.path {model.resolved_path()}: unreadable config.json ({first})") from None
+        why = describe_load_error(model.resolved_path(), err, model.trust_remote_code)
+        raise ConfigError(f"model.path {model.resolved_path()}: unreadable config.json ({why})") from None
     size = getattr(base_config, "hidden_size", None)
     if not isinstance(size, int) or size <= 0:
         # Multimodal configs keep the language model's sizes in a sub-config.
@@ -67,10 +72,11 @@ def check_base_path(model: ModelConfig) -> None:
     """A clear one-line error when the base checkpoint directory is missing or incomplete."""
     if model.init != "pretrained":
         return
-    path = model.resolved_path()
-    if not path.is_dir():
-        raise ConfigError(f"model.path {path}: no such directory (a local Hugging Face checkpoint; "
-                          "`rmt-scale fetch-default` puts the default one in place)")
+    # A directory, or the id of a model in the local Hugging Face cache (its snapshot directory).
+    try:
+        path = resolve_model_dir(model.path, "model.path", ConfigError)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (`rmt-scale fetch-default` puts the default checkpoint in place)") from None
     if not (path / "config.json").is_file():
         raise ConfigError(f"model.path {path}: no config.json, not a Hugging Face checkpoint directory")
 

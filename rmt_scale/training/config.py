@@ -27,7 +27,13 @@ from rmt_scale.training.curriculum_config import (
     ScheduleConfig,
     StageConfig,
 )
-from rmt_scale.training.data_config import BabilongDataConfig, DataConfig, SyntheticDataConfig
+from rmt_scale.training.data_config import (
+    BabilongDataConfig,
+    DataConfig,
+    QADataConfig,
+    SyntheticDataConfig,
+    TextDataConfig,
+)
 from rmt_scale.training.model_config import (
     FinetuneConfig,
     LoraSettings,
@@ -39,11 +45,13 @@ from rmt_scale.training.model_config import (
 __all__ = [
     "AdvanceRule", "BabilongDataConfig", "BatchConfig", "CheckpointConfig", "CurriculumConfig",
     "DataConfig", "EvalConfig", "FinetuneConfig", "LoggingConfig", "LoraSettings", "ModelConfig",
-    "OptimizerConfig", "RandomModelConfig", "ScheduleConfig", "StageConfig", "SyntheticDataConfig",
-    "TrainConfig", "apply_override", "config_from_dict", "load_train_config",
+    "OptimizerConfig", "QADataConfig", "RandomModelConfig", "ScheduleConfig", "StageConfig",
+    "SyntheticDataConfig", "TextDataConfig", "TrainConfig", "apply_override", "config_from_dict",
+    "load_train_config",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NONFINITE = ("stop", "skip")
 
 
 @dataclass
@@ -193,7 +201,14 @@ class TrainConfig:
         resume_allow_changes: Resume even though the model, rmt, lora or data section differs
             from the checkpoint's config.yaml (refused by default: the checkpoint's weights and
             data position belong to the config that wrote them).
-        dist_timeout_minutes: Timeout of collective operations, so a dead rank cannot hang the rest.
+        dist_timeout_minutes: How long a collective operation waits for the other ranks before
+            every rank still running stops with an error, so a dead or stopped rank cannot hang the
+            rest (fractions allowed: 0.5 is 30 seconds).
+        nonfinite: What a NaN or infinite training loss does: "stop" ends the run with an error
+            (nothing of that step is saved or exported; resume=auto restarts from the last
+            checkpoint), "skip" drops the step and counts it (skipped_steps in metrics.jsonl),
+            which needs a DeepSpeed optimizer that discards non-finite gradients (ZeRO 1-3 with
+            optimizer.grad_clip > 0, or fp16); the run still stops where the step was applied.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -214,21 +229,26 @@ class TrainConfig:
     seed: int = 0
     resume: str = "auto"
     resume_allow_changes: bool = False
-    dist_timeout_minutes: int = 30
+    dist_timeout_minutes: float = 30
+    nonfinite: str = "stop"
 
     def __post_init__(self) -> None:
         _check(self.precision in PRECISIONS, f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         _check(bool(self.output_dir), "output_dir must be set")
+        _check(0 <= self.seed < 2**63, f"seed must be between 0 and 2**63-1 (torch seeds are 64-bit), got {self.seed}")
         _check(bool(self.resume), "resume must be 'auto', 'none' or a checkpoint directory")
+        _check(self.dist_timeout_minutes > 0, f"dist_timeout_minutes must be positive, got {self.dist_timeout_minutes}")
+        _check(self.nonfinite in NONFINITE, f"nonfinite must be one of {list(NONFINITE)}, got {self.nonfinite!r}")
         if self.model.load_in_4bit:
             _check(self.lora.enabled, "model.load_in_4bit needs lora.enabled=true (4-bit weights cannot train)")
         if not self.lora.enabled:
             _check(len(self.finetune.modules) > 0,
                    "nothing to train besides memory: set lora.enabled=true or list finetune.modules")
-        if self.data.valid_samples == 0:
+        if not self.data.has_validation():
             ruled = [i for i, stage in enumerate(self.curriculum.stages) if stage.advance is not None]
-            _check(not ruled, f"curriculum.stages {ruled} advance on a validation metric but "
-                              "data.valid_samples is 0")
+            why = ("data.valid_samples is 0" if self.data.valid_samples == 0 else
+                   "there is no validation data (set data.valid_sources or data.valid_fraction)")
+            _check(not ruled, f"curriculum.stages {ruled} advance on a validation metric but {why}")
         if self.model.init == "random":
             limit = self.model.random.max_positions
             _check(self.rmt.positions_per_segment() <= limit,

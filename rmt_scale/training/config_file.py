@@ -8,6 +8,7 @@ and, for unknown keys, lists the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -58,6 +59,9 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
                 pass
         check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{key} must be a number, got {value!r}")
         value = float(value)
+        # YAML reads .inf and .nan as numbers; no setting means anything with them (an infinite
+        # learning rate trains NaN weights), so they are refused here, for every float key.
+        check(math.isfinite(value), f"{key} must be a finite number, got {value!r}")
     elif kind is str:
         check(isinstance(value, str), f"{key} must be a string, got {value!r}")
     return value
@@ -95,9 +99,11 @@ def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; a missing, unreadable or non-mapping file is a ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the config as UTF-8") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
     try:

@@ -3,6 +3,7 @@ learning-rate schedule restarted at every stage (the logic that uses them is cur
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from rmt_scale.training.config_file import check as _check
@@ -28,6 +29,8 @@ class AdvanceRule:
 
     def reached(self, metrics: dict[str, float]) -> bool:
         value = metrics[self.metric]
+        if not math.isfinite(value):  # a NaN loss is no evidence of learning, whatever NaN compares to
+            return False
         return value >= self.threshold if self.metric == "accuracy" else value <= self.threshold
 
 

@@ -2,6 +2,7 @@
 
     plan = build_plan(config, source)     # training/plan.py: every check that needs no other rank
     init_process_group()                  # (so a bad config stops every rank, none hangs)
+    lock = run_lock.claim(output_dir)     # rank 0: this launch alone writes the run directory
     trainer = Trainer(plan)               # model -> data -> DeepSpeed engine -> resume
     for each remaining stage:             # as many as curriculum.stages_per_launch allows
         for each step:                    # loss = engine(batch).loss; engine.backward(loss); engine.step()
@@ -16,6 +17,10 @@ are gone: one writer of adapter directories.
 One optimizer step reads `global batch` samples at the stage's data position; rank r's micro-batch
 a holds positions [(a * world + r) * micro, ... + micro), so the same samples make the same step
 on any number of ranks when the global batch is fixed.
+
+A NaN or infinite training loss stops the run before anything of that step is saved (or, with
+nonfinite=skip, drops the step when DeepSpeed discarded its update), and validation reports a NaN
+loss as NaN, which never advances a stage.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from pathlib import Path
 import torch
 
 from rmt_scale import distributed
+from rmt_scale.errors import ConfigError, TrainingError
 from rmt_scale.model.segments import IGNORE_INDEX
-from rmt_scale.training import run_dir
+from rmt_scale.training import run_dir, run_lock
 from rmt_scale.training.build import build_model, describe_trainable
 from rmt_scale.training.curriculum import CurriculumState, step_seed
 from rmt_scale.training.data import RunData
@@ -57,18 +63,21 @@ class Trainer:
         self.micro, self.accum, self.global_batch = plan.micro_batch, plan.grad_accum, plan.global_batch
         self.output_dir = plan.output_dir
         self.last_checkpoint: Path | None = plan.resume_from
+        self.run_lock = None  # rank 0's lock on output_dir (run_lock.claim), released by the caller
+        saved = run_dir.read_trainer_state(plan.resume_from) if plan.resume_from is not None else {}
+        self.skipped_steps = int(saved.get("skipped_steps", 0))  # non-finite steps skipped, all launches
 
         self.model = build_model(config, plan.precision, self.device)
         trainable, total, kinds = describe_trainable(self.model)
         logger.info("trainable parameters: %s of %s (%.3f%%): %s", f"{trainable:,}", f"{total:,}",
                     100 * trainable / total, ", ".join(kinds))
         vocab = self.model.cell.causal_lm.get_input_embeddings().weight.shape[0]
-        self.data = RunData(config, vocab, run_first=distributed.rank0_first)
+        self.data = RunData(config, vocab, run_first=distributed.rank0_first, user_data=plan.data)
         # Build the first stage's data now: an empty or broken dataset stops the run before it
         # writes anything.
         first = self.curriculum.stage(self.state).num_segments
-        self.data.train(first)
-        self.data.valid(first)
+        self.data.train(first, self.state.stage)
+        self.data.valid(first, self.state.stage)
         if plan.universal:
             distributed.prepare_universal(plan.resume_from)
         self.zero_stage = distributed.zero_stage(plan.ds_config)
@@ -143,7 +152,7 @@ class Trainer:
         """One optimizer step over the global batch at the current data position."""
         state, curriculum = self.state, self.curriculum
         num_segments = curriculum.num_segments(state)
-        dataset = self.data.train(num_segments)
+        dataset = self.data.train(num_segments, state.stage)
         indices = curriculum.sample_indices(state, self.global_batch, len(dataset))
         lr = curriculum.learning_rate(state, self.config.optimizer.lr, self.config.schedule, self.global_batch)
         distributed.set_learning_rate(self.engine, lr)
@@ -162,16 +171,36 @@ class Trainer:
             tokens += int(batch["attention_mask"].sum())
         loss_sum, count, tokens = distributed.all_reduce_sum([loss_sum, self.accum, tokens])
         elapsed = time.perf_counter() - started
-        self.state = curriculum.after_step(state, samples=self.global_batch, tokens=int(tokens))
         loss = loss_sum / count
-        if not math.isfinite(loss):
-            logger.warning("step %d: loss is %s", self.state.global_step, loss)
+        skipped = not math.isfinite(loss) and self.skip_nonfinite(loss, state.global_step + 1)
+        self.state = curriculum.after_step(state, samples=self.global_batch, tokens=int(tokens))
         tokens_per_s = tokens / max(elapsed, 1e-9)
         self.log.advance_bar(self.state.stage, self.state.step_in_stage, loss, tokens_per_s)
-        if self.state.global_step % self.config.logging.every_steps == 0:
-            self.log.log({"step": self.state.global_step, "stage": self.state.stage,
-                          "step_in_stage": self.state.step_in_stage, "num_segments": num_segments,
-                          "loss": loss, "lr": lr, "tokens": int(tokens), "tokens_per_s": tokens_per_s}, "train")
+        if skipped or self.state.global_step % self.config.logging.every_steps == 0:
+            record = {"step": self.state.global_step, "stage": self.state.stage,
+                      "step_in_stage": self.state.step_in_stage, "num_segments": num_segments,
+                      "loss": loss, "lr": lr, "tokens": int(tokens), "tokens_per_s": tokens_per_s}
+            if self.skipped_steps:
+                record["skipped_steps"] = self.skipped_steps
+            self.log.log(record, "train")
+
+    def skip_nonfinite(self, loss: float, step: int) -> bool:
+        """Handle a NaN or infinite training loss (the all-reduced one: every rank decides alike).
+
+        Returns True when the step was skipped (nonfinite=skip, and DeepSpeed's optimizer left
+        the weights alone); otherwise stops the run before anything of this step is saved.
+        """
+        if self.config.nonfinite == "skip" and not distributed.step_applied(self.engine):
+            self.skipped_steps += 1
+            logger.warning("step %d: loss is %s; the step was skipped (nonfinite=skip; %d skipped in all)",
+                           step, loss, self.skipped_steps)
+            return True
+        applied = (" and the optimizer applied the step (nonfinite=skip needs ZeRO stage 1-3 with "
+                   "optimizer.grad_clip > 0, or fp16)") if self.config.nonfinite == "skip" else ""
+        since = self.last_checkpoint.name if self.last_checkpoint is not None else "the start"
+        raise TrainingError(f"step {step}: the training loss is {loss}{applied}; nothing after {since} is "
+                            "saved or exported: lower optimizer.lr (or the stage's lr) or check the data, "
+                            "then launch again (resume=auto continues from there), or set nonfinite=skip")
 
     def batch(self, samples: list[dict]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in self.data.collate(samples).items()}
@@ -183,23 +212,33 @@ class Trainer:
         The samples are split over ranks in equal numbers of batches (ZeRO-3 needs every rank in
         every forward); padding repeats carry zero weight.
         """
-        dataset = self.data.valid(num_segments)
+        dataset = self.data.valid(num_segments, self.state.stage)
         if dataset is None:
             return {}
         self.engine.eval()
         per_rank = math.ceil(len(dataset) / self.world)
         loss_sum = correct = count = 0.0
+        # Text windows all have num_segments segments: the loss of each segment position shows
+        # whether later segments, read with more memory, are predicted better than the first.
+        per_segment = torch.zeros(2, num_segments, dtype=torch.float64) \
+            if self.config.data.kind == "text" else None
         for first in range(0, per_rank, self.micro):
             positions = [self.rank + self.world * j for j in range(first, min(first + self.micro, per_rank))]
             weights = torch.tensor([float(p < len(dataset)) for p in positions], device=self.device)
             batch = self.batch([dataset[p if p < len(dataset) else 0] for p in positions])
+            batch["labels"][weights == 0] = IGNORE_INDEX  # padding repeats score nothing
             out = self.engine(**batch)
+            if per_segment is not None:
+                per_segment += torch.stack([out.segment_loss_sum.double().cpu(),
+                                            out.segment_tokens.double().cpu()])
             predicted = out.predictions[:, :-1]  # argmax at scored positions only, no (T x V) logits
             targets = batch["labels"][:, 1:]
             labelled = targets != IGNORE_INDEX
             sample_count = labelled.sum(-1).float()
             sample_correct = ((predicted == targets) & labelled).sum(-1).float()
-            sample_loss = torch.nan_to_num(out.sample_loss.float()) * sample_count
+            # A sample without labelled tokens has loss 0/0 = NaN and weight 0; any other NaN is
+            # real and must show in the reported loss (and so never advance a stage).
+            sample_loss = torch.where(sample_count > 0, out.sample_loss.float() * sample_count, 0.0)
             loss_sum += float((sample_loss * weights).sum())
             correct += float((sample_correct * weights).sum())
             count += float((sample_count * weights).sum())
@@ -210,6 +249,12 @@ class Trainer:
         metrics = {"loss": loss_sum / count, "accuracy": correct / count}
         logger.info("eval stage %d step %d (%d segments): loss %.4f, accuracy %.3f", self.state.stage + 1,
                     self.state.step_in_stage, num_segments, metrics["loss"], metrics["accuracy"])
+        if per_segment is not None:
+            sums = distributed.all_reduce_sum(per_segment.flatten().tolist())
+            for k in range(num_segments):
+                metrics[f"loss_segment_{k + 1}"] = sums[k] / max(sums[num_segments + k], 1.0)
+            logger.info("eval loss per segment: %s", " ".join(
+                f"{metrics[f'loss_segment_{k + 1}']:.4f}" for k in range(num_segments)))
         self.log.log({"step": self.state.global_step, "stage": self.state.stage,
                       "num_segments": num_segments, **metrics}, "eval")
         return metrics
@@ -224,6 +269,7 @@ class Trainer:
             "precision": self.plan.precision,
             "global_batch_size": self.global_batch,
             "seed": self.config.seed,
+            "skipped_steps": self.skipped_steps,
             # No RNG state to restore: data order, segment draws and dropout seeds are functions
             # of (seed, stage, step, rank), so they resume exactly on any number of ranks.
             "rng": "derived from seed, stage, step and rank",
@@ -246,6 +292,15 @@ def train(plan: RunPlan) -> Trainer | None:
                     len(plan.curriculum))
         return None
     distributed.init_process_group(plan.config.dist_timeout_minutes)
-    trainer = Trainer(plan)
-    trainer.fit()
+    # Rank 0 marks and locks the run directory for the whole launch; a second launch on it stops
+    # here, every rank of it, with a line naming the holder.
+    lock = distributed.on_rank0(lambda: run_lock.claim(plan.output_dir), catch=(ConfigError,))
+    try:
+        trainer = Trainer(plan)
+        trainer.run_lock = lock
+        trainer.fit()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     return trainer

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rmt_scale.model.loading import cached_model_dir, model_id_of
 from rmt_scale.training.config_file import check as _check
 
 
@@ -49,8 +50,10 @@ class ModelConfig:
     """The base model.
 
     Attributes:
-        path: Local directory of a Hugging Face checkpoint (config.json, weights, tokenizer).
-            `~` is expanded. Required when `init` is "pretrained".
+        path: Local directory of a Hugging Face checkpoint (config.json, weights, tokenizer),
+            `~` expanded, or the id of a model in the local Hugging Face cache
+            (`HuggingFaceTB/SmolLM2-135M-Instruct`: read offline from its snapshot; adapters
+            record the id). Required when `init` is "pretrained".
         init: "pretrained" loads `path`; "random" builds `random` in memory (no files needed).
         random: The architecture and sizes used when `init` is "random".
         dtype: Weights dtype: "auto" follows `precision` (bf16/fp16 on GPUs, fp32 on CPU).
@@ -82,7 +85,15 @@ class ModelConfig:
                f"model.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 
     def resolved_path(self) -> Path | None:
-        return Path(self.path).expanduser() if self.path else None
+        """The checkpoint directory: `path` itself, or the local snapshot of a Hub model id."""
+        if not self.path:
+            return None
+        path = Path(self.path).expanduser()
+        return path if path.exists() else (cached_model_dir(self.path) or path)
+
+    def model_id(self) -> str | None:
+        """The Hub model id `path` names (a model in the local cache, not a directory), else None."""
+        return model_id_of(self.path) if self.init == "pretrained" else None
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 from rmt_scale import distributed
 from rmt_scale.errors import CheckpointError, ConfigError
 from rmt_scale.resources import find_ds_config, find_recipe
-from rmt_scale.training import run_dir
+from rmt_scale.training import run_dir, run_lock
 from rmt_scale.training.build import base_hidden_size
 from rmt_scale.training.config import TrainConfig
 from rmt_scale.training.curriculum import Curriculum, CurriculumState
@@ -79,6 +79,8 @@ class RunPlan:
         universal: Whether that checkpoint loads through DeepSpeed's universal format.
         state: Where training stands at the start of this launch.
         stages: The per-stage table.
+        data: The user's data (kinds text and qa), read, split and given to the stages once
+            (rmt_scale.training.user_data); None for the built-in kinds, which build theirs lazily.
     """
 
     config: TrainConfig
@@ -97,6 +99,7 @@ class RunPlan:
     universal: bool
     state: CurriculumState
     stages: list[StagePlan] = field(default_factory=list)
+    data: Any = None
 
     @property
     def output_dir(self) -> Path:
@@ -147,6 +150,8 @@ class RunPlan:
                    f"{advance.threshold})" if advance is not None else ""
             lines.append(f"  {row.index + 1:>5}  {segments:>8}  {mark + str(row.steps):>8}  "
                          f"{mark + f'{row.tokens:,}':>14}  {row.status}{note}")
+        if self.data is not None:
+            lines += self.data.describe()
         every = config.checkpoint.every_steps
         lines += [
             "outputs:",
@@ -191,7 +196,8 @@ def build_plan(config: TrainConfig, source: str | Path | None = None, overrides:
         raise ConfigError(f"{ds_source}: ZeRO-3 cannot partition 4-bit weights; use deepspeed=zero2 "
                           "(or zero1) with model.load_in_4bit=true")
 
-    resume_from = run_dir.resolve_resume(config.resume, config.output_dir)
+    run_lock.check_output_dir(config.output_dir)  # a directory of the user's own files is refused
+    resume_from = run_dir.resolve_resume(config.resume, config.output_dir, check=check_checkpoint)
     if config.resume == "none" and run_dir.latest_checkpoint(config.output_dir) is not None:
         raise ConfigError(f"output_dir {config.output_dir} holds checkpoints of an earlier run and "
                           "resume=none would mix a new run into them; use resume=auto or another output_dir")
@@ -218,6 +224,13 @@ def build_plan(config: TrainConfig, source: str | Path | None = None, overrides:
                    ds_source=ds_source, ds_config=ds_config, resume_from=resume_from, universal=universal,
                    state=state)
     plan.stages = stage_table(plan)
+    if config.data.kind in ("text", "qa") and not plan.finished():
+        # Read once here, on every rank: bad data stops every rank with the same line, and the
+        # plan (also --dry-run) says what each stage trains on.
+        from rmt_scale.training.data import run_tokenizer
+        from rmt_scale.training.user_data import prepare_user_data
+
+        plan.data = prepare_user_data(config, run_tokenizer(config))
     return plan
 
 
@@ -225,12 +238,22 @@ def _base_text(config: TrainConfig) -> str:
     model = config.model
     if model.init == "random":
         return f"random {model.random.arch} (model.random, seed {model.random.seed})"
-    return str(model.resolved_path()) + (" in 4-bit" if model.load_in_4bit else "")
+    where = f"{model.path} (local cache: {model.resolved_path()})" if model.model_id() else str(model.resolved_path())
+    return where + (" in 4-bit" if model.load_in_4bit else "")
 
 
 def _adamw(config: TrainConfig) -> dict[str, Any]:
     opt = config.optimizer
     return {"lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay}
+
+
+def check_checkpoint(checkpoint: Path) -> None:
+    """What resume needs of a checkpoint before any rank loads it: its manifest holds, and every
+    torch file in it unpickles with weights_only=True and the allow-list, so none can run code
+    (the same reader then serves DeepSpeed's own loading). A failing newest checkpoint makes
+    resume=auto fall back to the previous one."""
+    run_dir.verify_checkpoint(checkpoint)
+    distributed.check_loadable(checkpoint)
 
 
 def config_changes(saved: TrainConfig, current: TrainConfig) -> list[str]:
@@ -271,7 +294,8 @@ def stage_table(plan: RunPlan) -> list[StagePlan]:
         mean_segments = (low + stage.num_segments) / 2
         tokens = stage.tokens if stage.tokens is not None else \
             round(steps * plan.global_batch * mean_segments * config.rmt.segment_size)
-        exact = stage.steps is not None and low == stage.num_segments and stage.advance is None
+        exact = (stage.steps is not None and low == stage.num_segments and stage.advance is None
+                 and config.data.kind != "qa")  # QA samples fill their last segment in part
         if index < state.stage:
             status = "done"
         elif index == state.stage and state.step_in_stage:

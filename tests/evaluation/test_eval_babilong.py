@@ -111,3 +111,20 @@ def test_cli_errors_are_one_line_and_exit_2(args, message, base_dir, memory_dir,
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "eval-lm"])
+def test_earlier_results_are_kept_unless_overwrite(memory_dir, tmp_path, capsys, command):
+    out = tmp_path / "out"
+    (tmp_path / "book.txt").write_text("Mary went to the kitchen. " * 300)
+    args = (["eval", "--tasks", "qa1", "--lengths", "0k", "--samples", "1", "--max-new-tokens", "2"]
+            if command == "eval" else
+            ["eval-lm", "--data", str(tmp_path / "book.txt"), "--segments", "2", "--samples", "1"])
+    args += ["--model", str(memory_dir), "--out", str(out), "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "exists (an earlier run's results); pass --overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == written
+    assert main([*args, "--overwrite"]) == 0

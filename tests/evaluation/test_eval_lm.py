@@ -66,4 +66,4 @@ def test_without_memory_reads_each_segment_alone(memory_dir):
 def test_eval_lm_missing_data_file_is_a_one_line_error(memory_dir, tmp_path, capsys):
     code = main(["eval-lm", "--model", str(memory_dir), "--data", str(tmp_path / "no.txt")])
     err = capsys.readouterr().err
-    assert code == 2 and "no such text file" in err and err.count("\n") == 1
+    assert code == 2 and "no.txt: no such file or directory" in err and err.count("\n") == 1

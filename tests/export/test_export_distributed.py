@@ -132,7 +132,11 @@ def test_one_checkpoint_and_partial_or_corrupt_ones(runs, tmp_path):
     assert code == 2 and "error: " in output and "truncated" in output, output[-2000:]
     assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
-    optim.unlink()  # one rank's file missing
-    with pytest.raises(CheckpointError, match="ranks"):
+    optim.unlink()  # one rank's file missing: its manifest says so
+    with pytest.raises(CheckpointError, match=rf"{optim.name} is missing; the checkpoint is damaged"):
         export_checkpoint(broken, tmp_path / "x")
+    from rmt_scale.distributed import read_trainable_weights
+
+    with pytest.raises(CheckpointError, match="ranks"):  # the reader's own check, behind the manifest
+        read_trainable_weights(checkpoints / "checkpoint-000002" / "deepspeed")
     assert not (tmp_path / "x").exists()

@@ -13,10 +13,12 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import save_file
 
+import rmt_scale.model.outputs as outputs
 import rmt_scale.model.saving as saving
 from rmt_scale import RecurrentMemoryModel, RMTConfig
 from rmt_scale.errors import AdapterError
-from rmt_scale.model.saving import atomic_directory, read_adapter
+from rmt_scale.model.outputs import atomic_directory
+from rmt_scale.model.saving import read_adapter
 from tests.tiny_models import tiny_causal_lm
 
 
@@ -106,6 +108,37 @@ def test_atomic_directory_keeps_previous_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left behind
 
 
+@pytest.mark.parametrize("failing_rename", [0, 1])  # moving the old one aside / the new one in
+def test_atomic_directory_cleans_up_when_a_rename_fails(tmp_path, monkeypatch, failing_rename):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "a.json").write_text("old")
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(src)
+        if len(calls) - 1 == failing_rename:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", replace)
+    with pytest.raises(OSError, match="No space"):
+        with atomic_directory(target) as tmp:
+            (tmp / "a.json").write_text("new")
+    assert (target / "a.json").read_text() == "old"  # the previous directory is back in place
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # and no temporary is left
+
+
+def test_atomic_directory_of_a_relative_dot_path_writes_beside_it(tmp_path, monkeypatch):
+    # "." has no name: the temporary directory must go beside the folder, not inside it.
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    with atomic_directory("../out/") as tmp:
+        assert tmp.parent == tmp_path
+        (tmp / "a.json").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "out"]
+
+
 @pytest.fixture
 def lora_dir(tmp_path):
     base = get_peft_model(tiny_causal_lm(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
@@ -155,6 +188,12 @@ def test_saving_does_not_import_the_model_class():
     (lambda p: (p / "adapter_model.safetensors").unlink(), "adapter_model.safetensors: LoRA weights missing"),
     (lambda p: (p / "adapter_model.safetensors").write_bytes(b"\x10" * 30), "unreadable or truncated"),
     (lambda p: (p / "rmt_base.json").write_text("{"), "rmt_base.json: not valid JSON"),
+    # Types PEFT itself does not check: a TypeError deep inside the layers before (issue 11).
+    (lambda p: (p / "adapter_config.json").write_text(
+        json.dumps({**json.loads((p / "adapter_config.json").read_text()), "r": "eight"})),
+     "adapter_config.json: r must be a number, got 'eight'"),
+    (lambda p: (p / "rmt_base.json").write_text('{"base_model_name_or_path": 7}'),
+     "rmt_base.json: base_model_name_or_path must be a path or a model id"),
 ])
 def test_a_damaged_adapter_names_the_damage_not_the_base(lora_dir, damage, message):
     path, _ = lora_dir

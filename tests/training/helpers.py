@@ -122,3 +122,45 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = TIMEOUT_S, poll
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(poll)
+
+
+# In-process runs (one rank, no launcher): 2 stages x 4 steps, a checkpoint every 2 steps, global
+# batch 4. A launch takes a few seconds; the first stage alone (QUICK + STAGE_ONE) writes
+# checkpoint-000002 and checkpoint-000004.
+QUICK = [
+    "curriculum.stages.0.steps=4",
+    "curriculum.stages.1.steps=4",
+    "curriculum.stages.1.advance=null",
+    "checkpoint.every_steps=2",
+    "checkpoint.keep_last=0",
+    "batch.micro_batch_size=2",
+    "batch.global_batch_size=4",
+    "eval.every_steps=0",
+    "data.valid_samples=8",
+    "logging.every_steps=1",
+    "logging.progress_bar=false",
+    "logging.tensorboard=false",
+]
+STAGE_ONE = ["curriculum.stages_per_launch=1"]
+
+
+def train_in_process(run_dir: Path, *overrides: str) -> int:
+    """`python -m rmt_scale.cli.train_worker --config tiny` in this process; its exit status."""
+    from rmt_scale.cli.train_worker import main
+
+    return main(["--config", "tiny", f"output_dir={run_dir}", *QUICK, *overrides])
+
+
+def keep_logging():
+    """Generator for a fixture: a run sets up the package's logging; restore it afterwards."""
+    import logging
+
+    package = logging.getLogger("rmt_scale")
+    handlers, level = list(package.handlers), package.level
+    yield
+    package.handlers[:] = handlers
+    package.setLevel(level)
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error: ")]

@@ -18,6 +18,8 @@ from rmt_scale.training.run_dir import (
     resolve_resume,
     start_checkpoint,
     truncate_metrics,
+    verify_checkpoint,
+    write_manifest,
 )
 
 
@@ -84,3 +86,42 @@ def test_trainer_state_version_is_written_and_checked(tmp_path):
     (final / "trainer_state.json").write_text("{cut")
     with pytest.raises(CheckpointError, match="unreadable trainer state"):
         read_trainer_state(final)
+
+
+def test_manifest_catches_files_damaged_after_the_save(tmp_path):
+    checkpoint = save(tmp_path, 3)
+    (checkpoint / "deepspeed" / "weights.pt").write_bytes(b"1234")
+    write_manifest(checkpoint)  # the save wrote it last, over every file
+    verify_checkpoint(checkpoint)
+    (checkpoint / "deepspeed" / "weights.pt").write_bytes(b"1235")  # same size, other bytes
+    with pytest.raises(CheckpointError, match="deepspeed/weights.pt does not match its checksum"):
+        verify_checkpoint(checkpoint)
+    (checkpoint / "deepspeed" / "weights.pt").write_bytes(b"12")
+    with pytest.raises(CheckpointError, match="weights.pt is 2 bytes, the manifest says 4"):
+        verify_checkpoint(checkpoint)
+    (checkpoint / "deepspeed" / "weights.pt").unlink()
+    with pytest.raises(CheckpointError, match="deepspeed/weights.pt is missing"):
+        verify_checkpoint(checkpoint)
+    (checkpoint / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="manifest.json is missing"):
+        verify_checkpoint(checkpoint)
+    # Written before manifests existed (the trainer state does not announce one): read without one.
+    state = read_trainer_state(checkpoint)
+    assert state["manifest"] == "manifest.json"
+    del state["manifest"]
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    verify_checkpoint(checkpoint)
+
+
+def test_resume_auto_falls_back_past_a_damaged_checkpoint(tmp_path, caplog):
+    older, newest = save(tmp_path, 5), save(tmp_path, 10)
+    (newest / "config.yaml").write_text("seed: 2\n")
+    assert resolve_resume("auto", tmp_path) == older
+    assert "checkpoint-000010: config.yaml does not match its checksum" in caplog.text
+    assert "resuming from checkpoint-000005 instead of the newest checkpoint" in caplog.text
+    with pytest.raises(CheckpointError, match="resume from an earlier checkpoint"):
+        resolve_resume(str(newest), tmp_path)
+    (older / "trainer_state.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"checkpoint-000010: config.yaml .* \(and the 1 earlier one\(s\) "
+                                              r"fail too\); no usable checkpoint is left"):
+        resolve_resume("auto", tmp_path)

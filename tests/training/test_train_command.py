@@ -18,10 +18,12 @@ class FakeLauncher:
     """Stands in for subprocess.Popen: records the command, exits with `code`."""
 
     calls: list = []
+    options: list = []
     code = 0
 
-    def __init__(self, command, env=None):
+    def __init__(self, command, env=None, **options):
         FakeLauncher.calls.append((command, env))
+        FakeLauncher.options.append(options)
 
     def wait(self):
         return FakeLauncher.code
@@ -29,7 +31,7 @@ class FakeLauncher:
 
 @pytest.fixture
 def launcher(monkeypatch):
-    FakeLauncher.calls, FakeLauncher.code = [], 0
+    FakeLauncher.calls, FakeLauncher.options, FakeLauncher.code = [], [], 0
     monkeypatch.setattr(subprocess, "Popen", FakeLauncher)
     monkeypatch.setattr(train_command, "local_gpus", lambda: 0)
     monkeypatch.delenv("DS_ACCELERATOR", raising=False)
@@ -44,9 +46,15 @@ def test_train_starts_the_deepspeed_launcher_on_the_worker_module(launcher, tmp_
                            "--module", "rmt_scale.cli.train_worker", "--config", "tiny", "seed=1",
                            f"output_dir={tmp_path}"]
     assert env["DS_ACCELERATOR"] == "cpu"  # no GPU here
+    # Ctrl-C reaches `rmt-scale train` alone (the launcher has a process group of its own), which
+    # stops the ranks and prints the one "interrupted" line itself: the ranks are told to stay quiet.
+    assert launcher.options[-1] == {"start_new_session": True} and env["RMT_SCALE_PARENT_REPORTS_INTERRUPT"] == "1"
     launcher.code = 7
     assert main(["train", "--config", "tiny"]) == 7  # the launcher's exit status
     assert launcher.calls[-1][0][3:5] == ["--num_gpus", str(train_command.CPU_RANKS)]
+    # A port of its own, not DeepSpeed's fixed 29500: a second launch on this machine must reach
+    # its own rendezvous (and then the run-directory lock), not join the first one's.
+    assert launcher.calls[-1][0][5] == "--master_port" and int(launcher.calls[-1][0][6]) > 0
 
 
 def test_train_with_a_hostfile_uses_its_slots(launcher, tmp_path):
@@ -55,6 +63,8 @@ def test_train_with_a_hostfile_uses_its_slots(launcher, tmp_path):
     assert main(["train", "--config", "tiny", "--hostfile", str(hostfile)]) == 0
     command = launcher.calls[-1][0]
     assert "--num_gpus" not in command and command[command.index("--hostfile") + 1] == str(hostfile)
+    assert launcher.options[-1] == {"start_new_session": False}  # the runner relays Ctrl-C to the nodes
+    assert "--master_port" not in command  # every node must use the same one: DeepSpeed's default
     namespace = argparse.Namespace(num_gpus=None, hostfile=str(hostfile))
     assert train_command.world_size(namespace) == 8
     namespace.num_gpus = 2
