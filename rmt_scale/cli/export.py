@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument("--eval-results", default=None,
                         help="results.json of `rmt-scale eval` for the model card (default: RUN_DIR/eval/results.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_trust_remote_code(parser)
     parser.set_defaults(func=_export)
 
     parser = add_command(
@@ -49,7 +50,7 @@ def _export(args) -> int:
 
     _check_out(args.out, args.overwrite, [args.checkpoint, args.base, args.eval_results])
     checkpoint = export_checkpoint(args.checkpoint, args.out, base_path=args.base,
-                                   eval_results=args.eval_results)
+                                   eval_results=args.eval_results, trust_remote_code=args.trust_remote_code)
     print(f"exported {checkpoint} -> {args.out}")
     return 0
 

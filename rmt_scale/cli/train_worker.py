@@ -82,7 +82,7 @@ def run(config_arg: str, overrides: list[str]) -> None:
             # Export after the process group is gone: it needs no other rank, and the others may exit.
             distributed.teardown(wait=True)
             if finished and _is_rank0():
-                export_checkpoint(checkpoint, plan.final_dir)
+                export_checkpoint(checkpoint, plan.final_dir, trust_remote_code=plan.config.model.trust_remote_code)
                 logger.info("training done; the adapter of %s is in %s", checkpoint.name, plan.final_dir)
         finally:
             if lock is not None:

@@ -27,6 +27,7 @@ import yaml
 
 from rmt_scale.errors import CheckpointError, InputError
 from rmt_scale.model.loading import TOKENIZER_FILES, cached_model_dir
+from rmt_scale.model.outputs import refuse_to_replace
 from rmt_scale.model.saving import save_memory_model
 from rmt_scale.training import run_dir
 from rmt_scale.training.config import TrainConfig
@@ -72,7 +73,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | None = None,
-                      eval_results: str | Path | None = None) -> Path:
+                      eval_results: str | Path | None = None, trust_remote_code: bool = False) -> Path:
     """Write the adapter + memory of a training checkpoint to `out` (replaced atomically).
 
     Args:
@@ -82,6 +83,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | 
             (e.g. another machine). Ignored for random bases.
         eval_results: A results.json of `rmt-scale eval` for the model card; by default
             RUN_DIR/eval/results.json when present.
+        trust_remote_code: Run Python code shipped in the base checkpoint. The run's config.yaml
+            is data like any file in a run directory, so its model.trust_remote_code is not
+            obeyed here: only the caller (the user's flag, or the trainer that was told so) decides.
 
     Returns:
         The checkpoint directory that was exported.
@@ -97,6 +101,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | 
     # The export never trains: no 4-bit (the LoRA keys are the same), no activation checkpointing.
     config.model.load_in_4bit = False
     config.model.gradient_checkpointing = False
+    config.model.trust_remote_code = trust_remote_code
+    if config.model.init == "pretrained":
+        # `out` is replaced whole: it must not be, or hold, the base the adapter is built on.
+        inputs = [config.model.resolved_path(), tokenizer_source(config)]
+        refuse_to_replace(out, overwrite=True, inputs=[path for path in inputs if path is not None])
     weights = read_trainable_weights(checkpoint / "deepspeed")
     logger.info("read %d trainable tensors from %s", len(weights), checkpoint)
     precision = state.get("precision", "fp32")

@@ -56,3 +56,35 @@ def test_training_and_export_use_the_library_class_of_a_known_architecture(tmp_p
                  tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not checkpoint.code_ran()
+    # --overwrite replaces an earlier export, never the base the adapter is built on.
+    before = sorted(path.name for path in checkpoint.path.iterdir())
+    result = run(cli_command("export", "--checkpoint", str(tmp_path / "run"), "--out", str(checkpoint.path),
+                             "--overwrite"), tmp_path)
+    assert result.returncode == 2 and "would delete that input" in result.stderr, result.stderr[-3000:]
+    assert sorted(path.name for path in checkpoint.path.iterdir()) == before
+
+
+def test_export_ignores_trust_remote_code_written_in_a_run_directory(tmp_path):
+    """A run directory is data: a config.yaml that says model.trust_remote_code=true (with a
+    manifest that matches, as an attacker can write) does not make `export` run the base's code."""
+    import yaml
+
+    from rmt_scale.training.run_dir import write_manifest
+
+    checkpoint = write_remote_code_checkpoint(tmp_path)
+    config = json.loads((checkpoint.path / "config.json").read_text())
+    (checkpoint.path / "config.json").write_text(
+        json.dumps({**config, "model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    assert train(checkpoint.path, tmp_path).returncode == 0
+    (checkpoint.path / "config.json").write_text(json.dumps(config))  # back to code only
+    for saved in (tmp_path / "run" / "checkpoints").glob("checkpoint-*"):
+        values = yaml.safe_load((saved / "config.yaml").read_text())
+        values["model"]["trust_remote_code"] = True
+        (saved / "config.yaml").write_text(yaml.safe_dump(values))
+        write_manifest(saved)
+    result = run(cli_command("export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "adapter")),
+                 tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    assert "--trust-remote-code" in errors[0] or "does not run" in errors[0], errors[0]
+    assert not checkpoint.code_ran() and not (tmp_path / "adapter").exists()
