@@ -43,10 +43,33 @@ def init_process_group(timeout_minutes: float) -> None:
     accelerator = get_accelerator()
     if accelerator.device_name() == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    else:
+        _no_shared_memory_allreduce()
     timeout = timedelta(minutes=timeout_minutes)
     _default_group_timeout(timeout)
     deepspeed.init_distributed(dist_backend=accelerator.communication_backend_name(),
                                auto_mpi_discovery=False, verbose=False, timeout=timeout)
+
+
+# DeepSpeed's registry name of its CPU shared-memory all-reduce op (ops/op_builder/cpu/comm.py).
+SHM_ALLREDUCE_OP = "deepspeed_shm_comm"
+
+
+def _no_shared_memory_allreduce() -> None:
+    """Keep DeepSpeed's CPU backend from building its shared-memory all-reduce op.
+
+    When the op is available, every rank compiles it and creates a named 67 MB buffer in /dev/shm
+    that DeepSpeed never unlinks (a known DeepSpeed behaviour): each CPU launch left 134 MB of RAM
+    behind until reboot, and a test suite's worth of launches filled /dev/shm and pushed the machine
+    into swapping. The op serves only tensor-parallel inference all-reduce, which training here
+    never calls; marking it incompatible makes DeepSpeed fall back to torch.distributed (gloo).
+    DeepSpeed caches the probe result in one module-level dict and documents that edits persist.
+    """
+    import deepspeed.ops
+
+    compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
+    if isinstance(compatible, dict):
+        compatible[SHM_ALLREDUCE_OP] = False
 
 
 def _default_group_timeout(timeout: timedelta) -> None:

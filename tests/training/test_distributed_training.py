@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
@@ -46,12 +47,21 @@ STEPS = 40
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
+    shm_before = shared_memory_buffers()
     output = run_ok(train_cmd(2, "tiny", [*SHORT, f"output_dir={root / 'run'}"]), cwd=root)
     assert "trainable parameters:" in output
+    # DeepSpeed's CPU shared-memory all-reduce is neither built nor left behind in /dev/shm.
+    assert "deepspeed_shm_comm" not in output and shared_memory_buffers() == shm_before
     # Rank 0 logged the plan once: the filled JSON and the per-stage table.
     assert output.count("run plan") == 1 and '"train_batch_size": 8' in output
     assert "training done; the adapter of checkpoint-000040" in output
     return root / "run"
+
+
+def shared_memory_buffers() -> set[str]:
+    """Names of DeepSpeed's CPU all-reduce buffers in /dev/shm (it never unlinks them itself)."""
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.glob("deepspeed_allreduce_buffer_*")} if shm.is_dir() else set()
 
 
 def test_tiny_run_writes_its_files(reference):
