@@ -24,6 +24,20 @@ def _clean_global_state():
         torch.distributed.destroy_process_group()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_torch_extensions(tmp_path_factory):
+    """DeepSpeed's JIT-built extensions (CPU Adam for offloaded ZeRO) go to a directory of this
+    test session, inherited by every launch the tests start: the suite neither depends on nor
+    leaves build locks in the developer's ~/.cache/torch_extensions."""
+    before = os.environ.get("TORCH_EXTENSIONS_DIR")
+    os.environ["TORCH_EXTENSIONS_DIR"] = str(tmp_path_factory.mktemp("torch_extensions"))
+    yield
+    if before is None:
+        os.environ.pop("TORCH_EXTENSIONS_DIR", None)
+    else:
+        os.environ["TORCH_EXTENSIONS_DIR"] = before
+
+
 @pytest.fixture(params=ARCHITECTURES)
 def arch(request) -> str:
     return request.param

@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,16 @@ from torch import nn
 from rmt_scale.distributed.checkpoint_reader import safe_torch_load
 from rmt_scale.distributed.ds_config import zero_stage
 from rmt_scale.distributed.process import barrier, on_rank0, raise_if_any
-from rmt_scale.errors import CheckpointError, ConfigError, first_line
+from rmt_scale.errors import CheckpointError, ConfigError, DistributedError, first_line
 
 logger = logging.getLogger(__name__)
 
 UNIVERSAL_DIR = "universal"
+# The extensions DeepSpeed compiles on first use for an "optimizer" section in the JSON (CPU Adam
+# and friends for offloaded optimizer state, FusedAdam on GPUs); their build directories' names.
+OPTIMIZER_EXTENSIONS = ("cpu_adam", "cpu_adagrad", "cpu_lion", "fused_adam")
+# A build takes a few minutes even on 2 cores; a lock file much older than that is a leftover.
+STALE_BUILD_LOCK_MINUTES = 15.0
 
 
 def partitions_parameters(ds_config: dict) -> bool:
@@ -43,7 +49,9 @@ def create_engine(model: nn.Module, ds_config: dict, adamw: dict[str, Any]):
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = None
-    if "optimizer" not in ds_config:
+    if "optimizer" in ds_config:
+        refuse_stale_build_locks()
+    else:
         optimizer = torch.optim.AdamW(params, **{**adamw, "betas": tuple(adamw["betas"])})
     if partitions_parameters(ds_config):
         # The segment loop reads the memory parameter outside its owning module's forward;
@@ -53,6 +61,28 @@ def create_engine(model: nn.Module, ds_config: dict, adamw: dict[str, Any]):
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, model_parameters=params,
                                       config=ds_config)
     return engine
+
+
+def refuse_stale_build_locks(now: float | None = None) -> None:
+    """Stop with a clear error where DeepSpeed would wait forever on a dead build's lock.
+
+    torch compiles DeepSpeed's optimizer extensions under a lock file that only the building
+    process removes; a build that was killed (Ctrl-C, a timeout, OOM) leaves it behind, and every
+    later launch that needs the extension then sleeps on it with no message at all.
+    """
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    now = time.time() if now is None else now
+    for name in OPTIMIZER_EXTENSIONS:
+        for lock in sorted(root.glob(f"*/{name}/lock")):
+            with contextlib.suppress(OSError):
+                minutes = (now - lock.stat().st_mtime) / 60
+                if minutes > STALE_BUILD_LOCK_MINUTES:
+                    raise DistributedError(
+                        f"{lock}: the build lock of DeepSpeed's {name} extension is {minutes:.0f} minutes "
+                        f"old, left by a build that was interrupted, and DeepSpeed would wait on it forever; "
+                        f"delete it (when no other launch is compiling) and launch again")
 
 
 def release_engine(engine) -> None:
