@@ -53,7 +53,9 @@ class TrainingError(RMTScaleError):
 
 
 class DistributedError(RMTScaleError):
-    """Another rank stopped answering (past dist_timeout_minutes) or exited during a collective.
+    """The distributed runtime cannot go on: another rank stopped answering (past
+    dist_timeout_minutes) or exited during a collective, or DeepSpeed would wait forever (a dead
+    build's lock on an extension it compiles).
 
     Printed by every rank that sees it, not only rank 0: the rank that stopped may be rank 0.
     """

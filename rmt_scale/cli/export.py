@@ -42,7 +42,7 @@ def _check_out(out: str, overwrite: bool, inputs) -> None:
     without --overwrite, nothing at all."""
     from rmt_scale.model.outputs import refuse_to_replace
 
-    refuse_to_replace(out, overwrite, inputs=[path for path in inputs if path is not None])
+    refuse_to_replace(out, overwrite, inputs=inputs)
 
 
 def _export(args) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -88,7 +87,7 @@ def _read(args) -> int:
     from tqdm import tqdm
 
     from rmt_scale.errors import InputError
-    from rmt_scale.serving.state import load_state, save_state
+    from rmt_scale.serving.state import load_state, save_state, source_record
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -105,8 +104,7 @@ def _read(args) -> int:
         state = reader.read_ids(ids, state, progress=bar.update)
         bar.update(ids.numel() - bar.n)  # the unread tail is kept, not read: count it as done
     name = "stdin" if args.input == "-" else Path(args.input).name
-    sources = [*sources, {"name": name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-                          "tokens": ids.numel()}]
+    sources = [*sources, source_record(name, text, ids.numel())]
     save_state(out, state, reader.identity, sources, created)
     print(f"read {ids.numel():,} tokens ({state.tokens_read:,} in all) into {out}")
     return 0

@@ -104,8 +104,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | 
     config.model.trust_remote_code = trust_remote_code
     if config.model.init == "pretrained":
         # `out` is replaced whole: it must not be, or hold, the base the adapter is built on.
-        inputs = [config.model.resolved_path(), tokenizer_source(config)]
-        refuse_to_replace(out, overwrite=True, inputs=[path for path in inputs if path is not None])
+        refuse_to_replace(out, overwrite=True, inputs=[config.model.resolved_path(), tokenizer_source(config)])
     weights = read_trainable_weights(checkpoint / "deepspeed")
     logger.info("read %d trainable tensors from %s", len(weights), checkpoint)
     precision = state.get("precision", "fp32")

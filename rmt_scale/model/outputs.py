@@ -77,15 +77,16 @@ def atomic_directory(path: str | Path):
             old.unlink(missing_ok=True)
 
 
-def refuse_to_replace(path: str | Path, overwrite: bool = False, inputs: Sequence[str | Path] = (),
+def refuse_to_replace(path: str | Path, overwrite: bool = False, inputs: Sequence[str | Path | None] = (),
                       flag: str = "--overwrite") -> Path:
     """Check that a directory about to be written at `path` loses nobody's files.
 
     Args:
         path: The output directory (written with `atomic_directory`, which replaces it whole).
         overwrite: The user asked to replace an existing, non-empty `path`.
-        inputs: Files or directories the command reads; `path` must neither be one of them nor
-            contain one, even with `overwrite`: replacing it would delete the input.
+        inputs: Files or directories the command reads (None: an optional input not given);
+            `path` must neither be one of them nor contain one, even with `overwrite`: replacing
+            it would delete the input.
         flag: The option that allows replacing, for the message.
 
     Raises:
@@ -94,7 +95,7 @@ def refuse_to_replace(path: str | Path, overwrite: bool = False, inputs: Sequenc
     """
     path = Path(path).expanduser()
     target = Path(os.path.realpath(path))
-    for source in inputs:
+    for source in (source for source in inputs if source is not None):
         resolved = Path(os.path.realpath(Path(source).expanduser()))
         if resolved == target or target in resolved.parents:
             relation = "is" if resolved == target else "holds"

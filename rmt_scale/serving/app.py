@@ -20,7 +20,6 @@ status (429 when a limit on waiting work is reached); a 500 would be a bug, and 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import socket
@@ -40,6 +39,7 @@ from rmt_scale.errors import InputError, MemoryStateError, RMTScaleError, first_
 from rmt_scale.serving import api
 from rmt_scale.serving.limits import BodyLimit, Busy, ModelWorker, ServerLimits
 from rmt_scale.serving.reader import MemoryReader
+from rmt_scale.serving.state import source_record
 from rmt_scale.serving.store import MemoryExists, MemoryNotFound, MemoryStore, allowed_file
 
 logger = logging.getLogger(__name__)
@@ -251,8 +251,7 @@ def create_app(reader: MemoryReader, memory_dir: str | Path, files_dir: str | Pa
         ids = await worker.run(reader.encode, text, state.tokens_read == 0)
         for start in range(0, ids.numel(), limits.read_chunk_tokens):
             state = await worker.run(reader.read_ids, ids[start : start + limits.read_chunk_tokens], state)
-        return state, {"name": name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-                       "tokens": ids.numel()}
+        return state, source_record(name, text, ids.numel())
 
     @app.post("/v1/memories", status_code=201)
     async def create_memory(body: api.MemoryCreate):

@@ -152,6 +152,11 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def source_record(name: str, text: str, num_tokens: int) -> dict:
+    """The entry `save_state` keeps for one text read into a state: {"name", "sha256", "tokens"}."""
+    return {"name": name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "tokens": num_tokens}
+
+
 @dataclass
 class StateInfo:
     """What a memory-state file says about itself (its header; no tensors)."""

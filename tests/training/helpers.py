@@ -67,9 +67,9 @@ def deepspeed_cmd(num_ranks: int, config: Path, overrides: list[str], extra: lis
             "--master_port", str(free_port()), *extra, str(TRAIN), "--config", str(config), *overrides]
 
 
-def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
+def start(cmd: list[str], cwd: Path, **extra_env: str) -> subprocess.Popen:
     # A session of its own, so a test can end the launcher and its ranks together.
-    return subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    return subprocess.Popen(cmd, cwd=cwd, env={**env(), **extra_env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
 
 
@@ -83,12 +83,12 @@ def finish(proc: subprocess.Popen, timeout: float = TIMEOUT_S) -> tuple[int, str
     return proc.returncode, output
 
 
-def run(cmd: list[str], cwd: Path, timeout: float = TIMEOUT_S) -> tuple[int, str]:
-    return finish(start(cmd, cwd), timeout)
+def run(cmd: list[str], cwd: Path, timeout: float = TIMEOUT_S, **extra_env: str) -> tuple[int, str]:
+    return finish(start(cmd, cwd, **extra_env), timeout)
 
 
-def run_ok(cmd: list[str], cwd: Path) -> str:
-    code, output = run(cmd, cwd)
+def run_ok(cmd: list[str], cwd: Path, **extra_env: str) -> str:
+    code, output = run(cmd, cwd, **extra_env)
     assert code == 0, f"exit {code}:\n{output[-6000:]}"
     return output
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 
 import pytest
 
 from rmt_scale.resources import DEEPSPEED_DIR
-from tests.training.helpers import REPO, TINY, deepspeed_cmd, run
+from tests.training.helpers import REPO, TINY, deepspeed_cmd, keep_logging, run
 
 spec = importlib.util.spec_from_file_location("train_script", REPO / "launch" / "train.py")
 train_script = importlib.util.module_from_spec(spec)
@@ -21,11 +20,7 @@ spec.loader.exec_module(train_script)
 @pytest.fixture(autouse=True)
 def _restore_logging():
     """main() sets up the package's logging; leave it as it was for the other tests."""
-    package = logging.getLogger("rmt_scale")
-    handlers, level = list(package.handlers), package.level
-    yield
-    package.handlers[:] = handlers
-    package.setLevel(level)
+    yield from keep_logging()
 
 
 def fails(capsys, argv) -> str:

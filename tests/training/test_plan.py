@@ -5,7 +5,6 @@ whose output_dir/final is what `rmt-scale export` writes."""
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from rmt_scale.training import plan as plan_module
 from rmt_scale.training.config import BatchConfig, load_train_config
 from rmt_scale.training.curriculum import Curriculum
 from rmt_scale.training.plan import build_plan, config_changes
-from tests.training.helpers import free_port
+from tests.training.helpers import free_port, keep_logging
 
 # The tiny recipe, 2 stages x 2 steps of a global batch of 4 on one process.
 FEW = ["curriculum.stages.0.steps=2", "curriculum.stages.1.steps=2", "curriculum.stages.1.advance=null",
@@ -99,11 +98,7 @@ def one_process(monkeypatch):
     for key, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                            MASTER_PORT=str(free_port())).items():
         monkeypatch.setenv(key, value)
-    package = logging.getLogger("rmt_scale")
-    handlers, level = list(package.handlers), package.level
-    yield
-    package.handlers[:] = handlers
-    package.setLevel(level)
+    yield from keep_logging()
 
 
 def counted(monkeypatch, owner, name, counts):

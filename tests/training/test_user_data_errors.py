@@ -5,12 +5,12 @@ any process group or output directory exists)."""
 from __future__ import annotations
 
 import json
-import logging
 
 import datasets
 import pytest
 
 from rmt_scale.cli import train_worker
+from tests.training.helpers import keep_logging
 from tests.training.user_data_files import FILLER, overrides, qa_rows, save_tokenizer, write_rows
 
 
@@ -18,11 +18,7 @@ from tests.training.user_data_files import FILLER, overrides, qa_rows, save_toke
 def _isolated(tmp_path, monkeypatch):
     """This test's own datasets cache; the package's logging left as it was (main() sets it up)."""
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
-    package = logging.getLogger("rmt_scale")
-    handlers, level = list(package.handlers), package.level
-    yield
-    package.handlers[:] = handlers
-    package.setLevel(level)
+    yield from keep_logging()
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,12 @@ a local cache. Each run is 20 steps; its training loss must fall."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 
 from tests.model.test_model_ids import MODEL_ID, fake_hub_cache
-from tests.training.helpers import env, finish, metrics, train_cmd
+from tests.training.helpers import metrics, run_ok, train_cmd
 from tests.training.user_data_files import (
     SEGMENT,
     document_rows,
@@ -23,14 +22,6 @@ from tests.training.user_data_files import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def run_ok(cmd, cwd, **extra_env) -> str:
-    proc = subprocess.Popen(cmd, cwd=cwd, env={**env(), **extra_env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    code, output = finish(proc)
-    assert code == 0, f"exit {code}:\n{output[-6000:]}"
-    return output
 
 
 def worker_cmd(args: list[str]) -> list[str]:
