@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("--eval-results", default=None,
                         help="results.json of `rmt-scale eval` for the model card (default: RUN_DIR/eval/results.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--no-tokenizer", action="store_true",
+                        help="leave the tokenizer out: the adapter then loads its base's (a smaller adapter to ship)")
     add_trust_remote_code(parser)
     parser.set_defaults(func=_export)
 
@@ -50,7 +52,8 @@ def _export(args) -> int:
 
     _check_out(args.out, args.overwrite, [args.checkpoint, args.base, args.eval_results])
     checkpoint = export_checkpoint(args.checkpoint, args.out, base_path=args.base,
-                                   eval_results=args.eval_results, trust_remote_code=args.trust_remote_code)
+                                   eval_results=args.eval_results, trust_remote_code=args.trust_remote_code,
+                                   include_tokenizer=not args.no_tokenizer)
     print(f"exported {checkpoint} -> {args.out}")
     return 0
 

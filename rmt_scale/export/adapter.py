@@ -73,7 +73,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | None = None,
-                      eval_results: str | Path | None = None, trust_remote_code: bool = False) -> Path:
+                      eval_results: str | Path | None = None, trust_remote_code: bool = False,
+                      include_tokenizer: bool = True) -> Path:
     """Write the adapter + memory of a training checkpoint to `out` (replaced atomically).
 
     Args:
@@ -86,6 +87,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | 
         trust_remote_code: Run Python code shipped in the base checkpoint. The run's config.yaml
             is data like any file in a run directory, so its model.trust_remote_code is not
             obeyed here: only the caller (the user's flag, or the trainer that was told so) decides.
+        include_tokenizer: Copy the base's tokenizer files into `out` (a few MB for a large
+            vocabulary). Without them the adapter loads its base's tokenizer, as it loads the base.
 
     Returns:
         The checkpoint directory that was exported.
@@ -127,15 +130,20 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | 
             from rmt_scale.training.build import model_dtype
 
             random_base(config.model.random, model_dtype(config.model, precision)).save_pretrained(str(tmp / BASE_DIR))
-        copied = copy_tokenizer(tokenizer_dir, tmp) if tokenizer_dir else []
+        copied = copy_tokenizer(tokenizer_dir, tmp) if tokenizer_dir and include_tokenizer else []
         (tmp / TRAINING_CONFIG).write_text(config.to_yaml())
         shutil.copyfile(checkpoint / run_dir.TRAINER_STATE, tmp / run_dir.TRAINER_STATE)
         evaluation = None
         if results is not None:
             evaluation = _read_json(results)
             shutil.copyfile(results, tmp / EVAL_RESULTS)
-        card = model_card(config, state, checkpoint, base_record, bool(copied), tokenizer_dir,
-                          last_eval(run_directory, state), evaluation)
+        if copied:
+            tokenizer = "included"
+        elif not include_tokenizer:
+            tokenizer = "not included: loaded from the base (`export --no-tokenizer`)"
+        else:
+            tokenizer = "not included (the base checkpoint has none" + (f" at `{tokenizer_dir}`)" if tokenizer_dir else ")")
+        card = model_card(config, state, checkpoint, base_record, tokenizer, last_eval(run_directory, state), evaluation)
         (tmp / CARD).write_text(card)  # replaces PEFT's template card
 
     modules = config.finetune.modules if not config.lora.enabled and not full else ()
@@ -223,8 +231,8 @@ def _read_json(path: Path):
 # --- model card --------------------------------------------------------------------------------
 
 
-def model_card(config: TrainConfig, state: dict, checkpoint: Path, base_record: str, has_tokenizer: bool,
-               tokenizer_dir: Path | None, metrics: dict | None, evaluation) -> str:
+def model_card(config: TrainConfig, state: dict, checkpoint: Path, base_record: str, tokenizer: str,
+               metrics: dict | None, evaluation) -> str:
     """README.md: what the adapter is, what it was trained on, how far, and how well."""
     model = config.model
     if model.init == "random":
@@ -265,9 +273,7 @@ def model_card(config: TrainConfig, state: dict, checkpoint: Path, base_record: 
         f"- **Trained in full:** {', '.join(config.finetune.modules) or 'nothing else'}",
         f"- **Data:** {config.data.kind}" + (f" ({config.data.babilong.task})" if config.data.kind == "babilong" else "")
         + (f" ({', '.join(config.data.user_sources())})" if config.data.kind in ("text", "qa") else ""),
-        "- **Tokenizer:** " + ("included" if has_tokenizer else
-                               "not included (the base checkpoint has none"
-                               + (f" at `{tokenizer_dir}`" if tokenizer_dir else "") + ")"),
+        f"- **Tokenizer:** {tokenizer}",
         "- **Training config:** `training_config.yaml`; trainer state: `trainer_state.json`", "",
         "## Curriculum", "",
         f"{'All stages done' if done else f'Stopped in stage {reached + 1} of {len(stages)}'}.", "",

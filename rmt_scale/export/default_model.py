@@ -20,6 +20,7 @@ from pathlib import Path
 from rmt_scale.errors import GGUFError
 from rmt_scale.export.gguf import COMPLETE_MARKER, check_gguf, import_gguf
 from rmt_scale.model.outputs import refuse_to_replace
+from rmt_scale.resources import models_home
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +30,6 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 __all__ = ["COMPLETE_MARKER", "default_gguf_path", "default_model_dir", "download", "fetch_default",
            "models_home"]
-
-
-def models_home() -> Path:
-    """Where fetched models live: $RMT_SCALE_HOME/models, default ~/.cache/rmt-scale/models."""
-    home = os.environ.get("RMT_SCALE_HOME") or Path.home() / ".cache" / "rmt-scale"
-    return Path(home) / "models"
 
 
 def default_model_dir() -> Path:

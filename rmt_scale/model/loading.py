@@ -7,7 +7,10 @@ pad-id rule, and one place that calls `from_pretrained` for a causal LM, so that
 A model may also be named by its Hugging Face id (`HuggingFaceTB/SmolLM2-135M-Instruct`) when it
 is in the local Hub cache ($HF_HUB_CACHE, default ~/.cache/huggingface/hub): `resolve_model_dir`
 turns the id into its snapshot directory without any network access, so everything after it
-reads a directory as before.
+reads a directory as before. A plain name (`SmolLM2-135M-Instruct`) not in the Hub cache is looked
+up in rmt-scale's own models home ($RMT_SCALE_HOME/models, where `rmt-scale fetch-default` imports
+the default checkpoint); adapters built on a base from either cache record its id or name, so they
+load on any machine that has it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from torch import nn
 
 from rmt_scale.errors import AdapterError, ConfigError, InputError, RMTScaleError, first_line
+from rmt_scale.resources import models_home
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -33,7 +37,8 @@ _MODEL_ID = re.compile(r"[\w][\w.-]*(/[\w][\w.-]*)?")
 
 
 def cached_model_dir(model_id: str) -> Path | None:
-    """The snapshot directory of Hub model `model_id` in the local cache, or None.
+    """The local directory of model `model_id`, or None: the snapshot of a Hub id in the local
+    Hub cache, else (for a plain name without `/`) a checkpoint of that name in :func:`models_home`.
 
     Never touches the network (`local_files_only`): the id's `refs/main` names the snapshot.
     """
@@ -44,7 +49,9 @@ def cached_model_dir(model_id: str) -> Path | None:
     try:
         return Path(snapshot_download(str(model_id), local_files_only=True))
     except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError, HFValidationError a ValueError
-        return None
+        pass
+    home = models_home() / str(model_id)
+    return home if "/" not in str(model_id) and (home / "config.json").is_file() else None
 
 
 def hub_cache_dir() -> str:
@@ -63,6 +70,20 @@ def model_id_of(name_or_path: str | Path | None) -> str | None:
     if name_or_path is None or Path(name_or_path).expanduser().exists():
         return None
     return str(name_or_path) if cached_model_dir(str(name_or_path)) is not None else None
+
+
+def portable_model_name(path: str | Path) -> str | None:
+    """What an adapter records for a base at `path` so that it loads on other machines: the Hub id
+    of a current Hub-cache snapshot, or the name of a checkpoint directly in :func:`models_home`."""
+    model_id = snapshot_model_id(path)
+    if model_id is not None:
+        return model_id
+    directory = Path(path).expanduser()
+    try:
+        in_home = directory.resolve().parent == models_home().resolve()
+    except OSError:
+        return None
+    return directory.name if in_home and cached_model_dir(directory.name) == models_home() / directory.name else None
 
 
 def snapshot_model_id(path: str | Path) -> str | None:
@@ -99,8 +120,9 @@ def resolve_model_dir(name_or_path: str | Path, what: str = "model",
         raise error(f"{what} {name_or_path}: a file, not a checkpoint directory")
     if _MODEL_ID.fullmatch(str(name_or_path)):
         raise error(f"{what} {name_or_path}: no such directory, and no model of that id in the local "
-                    f"Hugging Face cache ({hub_cache_dir()}); nothing is downloaded: fetch it first "
-                    f"(huggingface-cli download {name_or_path}) or pass a checkpoint directory")
+                    f"Hugging Face cache ({hub_cache_dir()}) or of that name in {models_home()}; nothing "
+                    f"is downloaded: fetch it first (huggingface-cli download {name_or_path}, or "
+                    f"`rmt-scale fetch-default` for SmolLM2-135M-Instruct) or pass a checkpoint directory")
     raise error(f"{what} {name_or_path}: no such directory")
 
 

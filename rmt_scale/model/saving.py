@@ -39,7 +39,8 @@ from rmt_scale.model.loading import (
     cached_model_dir,
     hub_cache_dir,
     load_causal_lm,
-    snapshot_model_id,
+    models_home,
+    portable_model_name,
 )
 from rmt_scale.model.memory import unwrap_causal_lm
 from rmt_scale.model.outputs import atomic_directory
@@ -110,9 +111,10 @@ def write_adapter(path: str | Path, config: RMTConfig, memory: torch.Tensor, bas
         config.save(tmp / RMT_CONFIG_FILE)
         save_file({"memory": memory.detach().to("cpu").contiguous()}, str(tmp / MEMORY_FILE))
         recorded = base_model_name_or_path or getattr(lm.config, "_name_or_path", "") or ""
-        # A base loaded from the local Hub cache is recorded by its id, not by this machine's path.
+        # A base from the local Hub cache or rmt-scale's models home is recorded by its id or name,
+        # not by this machine's path.
         if recorded:
-            recorded = snapshot_model_id(recorded) or recorded
+            recorded = portable_model_name(recorded) or recorded
         (tmp / BASE_FILE).write_text(
             json.dumps({"base_model_name_or_path": str(recorded), "architecture": type(lm).__name__}, indent=2) + "\n"
         )
@@ -219,7 +221,8 @@ def _load_base(path: Path, base_model_name_or_path: str | None, base_kwargs: dic
     if not Path(source).expanduser().is_dir() and cached_model_dir(source) is None:
         raise AdapterError(
             f"base checkpoint {source!r} recorded in {path} is neither a local directory nor a model "
-            f"id in the local Hugging Face cache ({hub_cache_dir()}); pass --base "
+            f"id in the local Hugging Face cache ({hub_cache_dir()}) nor a model name in {models_home()} "
+            "(`rmt-scale fetch-default` puts SmolLM2-135M-Instruct there); pass --base "
             "(base_model_name_or_path= in Python) pointing to it"
         )
     return load_causal_lm(source, **base_kwargs)

@@ -1,4 +1,4 @@
-"""The files shipped with the package: training recipes (YAML) and DeepSpeed JSONs.
+"""The files shipped with the package (training recipes, DeepSpeed JSONs) and where fetched models live.
 
     rmt_scale/resources/recipes/NAME.yaml     `rmt-scale train --config NAME`
     rmt_scale/resources/deepspeed/NAME.json   `deepspeed: NAME` in a recipe
@@ -15,6 +15,7 @@ is what `--config tiny.yaml` reads.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from rmt_scale.errors import ConfigError
@@ -23,6 +24,13 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
 # Directories of a clone whose files are the shipped ones (older commands name them).
 _LEGACY_DIRS = {Path("launch/configs"), Path("ds_configs")}
+
+
+def models_home() -> Path:
+    """Where rmt-scale keeps the models it fetches: $RMT_SCALE_HOME/models, default
+    ~/.cache/rmt-scale/models. A model there is also found by its directory name."""
+    home = os.environ.get("RMT_SCALE_HOME") or Path.home() / ".cache" / "rmt-scale"
+    return Path(home).expanduser() / "models"
 
 
 def recipe_names() -> list[str]:

@@ -14,6 +14,7 @@ from rmt_scale.model.loading import (
     load_causal_lm,
     load_tokenizer,
     model_id_of,
+    portable_model_name,
     resolve_model_dir,
     snapshot_model_id,
 )
@@ -65,7 +66,7 @@ def test_another_revision_stays_a_path(hub_cache):
 
 @pytest.mark.parametrize("name, message", [
     ("tiny-org/absent", "tiny-org/absent: no such directory, and no model of that id in the local "
-                        "Hugging Face cache ({cache}); nothing is downloaded"),
+                        "Hugging Face cache ({cache}) or of that name in"),
     ("/nowhere/model", "/nowhere/model: no such directory"),
 ])
 def test_a_missing_model_is_one_line(hub_cache, name, message):
@@ -83,6 +84,23 @@ def test_an_adapter_on_a_cached_base_records_the_id_and_loads_by_it(hub_cache, t
     assert recorded == MODEL_ID == recorded_base_path(tmp_path / "adapter")
     loaded = RecurrentMemoryModel.from_pretrained(tmp_path / "adapter")
     assert loaded.memory.shape == model.memory.shape
+
+
+def test_a_base_in_the_models_home_is_recorded_by_its_name(hub_cache, tmp_path, monkeypatch):
+    """What `rmt-scale fetch-default` imports (into $RMT_SCALE_HOME/models/NAME) is named by NAME in
+    an adapter, so an adapter shipped in the repository loads wherever that home holds the base."""
+    monkeypatch.setenv("RMT_SCALE_HOME", str(tmp_path / "home"))
+    home_base = tmp_path / "home" / "models" / "Tiny-Base"
+    load_causal_lm(MODEL_ID).save_pretrained(home_base)
+    assert resolve_model_dir("Tiny-Base") == home_base and portable_model_name(home_base) == "Tiny-Base"
+    assert portable_model_name(tmp_path / "home") is None  # not a model directory of the home
+    model = RecurrentMemoryModel.wrap(load_causal_lm(str(home_base)), RMTConfig(num_mem_tokens=2, segment_size=8))
+    model.save_pretrained(tmp_path / "adapter", base_model_name_or_path=str(home_base))
+    assert recorded_base_path(tmp_path / "adapter") == "Tiny-Base"
+    assert RecurrentMemoryModel.from_pretrained(tmp_path / "adapter").memory.shape == model.memory.shape
+    monkeypatch.setenv("RMT_SCALE_HOME", str(tmp_path / "elsewhere"))
+    with pytest.raises(AdapterError, match="fetch-default"):
+        RecurrentMemoryModel.from_pretrained(tmp_path / "adapter")
 
 
 def test_eval_takes_a_cached_id_as_model(hub_cache, tmp_path, capsys):

@@ -55,6 +55,12 @@ def test_text_from_jsonl_on_two_ranks(tmp_path, tokenizer_dir):
     assert abs((evals[-1]["loss_segment_1"] + evals[-1]["loss_segment_2"]) / 2 - evals[-1]["loss"]) < 0.05
     assert "eval loss per segment: " in output
     assert (out / "final" / "tokenizer.json").is_file()  # data.tokenizer goes with the adapter
+    # ... unless left out, for a smaller adapter to ship: nothing of the tokenizer, and the card says so.
+    from rmt_scale.export.adapter import export_checkpoint
+
+    export_checkpoint(out, tmp_path / "small", include_tokenizer=False)
+    assert not any((tmp_path / "small" / name).exists() for name in ("tokenizer.json", "tokenizer_config.json"))
+    assert "**Tokenizer:** not included: loaded from the base" in (tmp_path / "small" / "README.md").read_text()
 
 
 @pytest.mark.distributed
