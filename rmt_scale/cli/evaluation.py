@@ -72,6 +72,10 @@ def register(subparsers) -> None:
                         help="plain-text books for noise (default: built-in filler sentences)")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per answer")
     parser.add_argument("--seed", type=int, default=0, help="seed of samples and noise")
+    parser.add_argument("--no-carry", action="store_true",
+                        help="control run of a memory model: answer from the last segment with the initial "
+                             "memory, as if nothing before it had been written; a model that scores the same "
+                             "with and without this flag does not use its memory")
     parser.set_defaults(func=_eval)
 
     parser = add_command(
@@ -122,7 +126,7 @@ def check_text_files(paths, what: str) -> None:
 
 
 def _eval(args) -> int:
-    from rmt_scale.evaluation import evaluate_babilong, load_eval_model, parse_lengths, parse_tasks
+    from rmt_scale.evaluation import evaluate_babilong, parse_lengths, parse_tasks
     from rmt_scale.evaluation.accuracy import OUTPUT_FILES
 
     if args.data is not None:
@@ -143,15 +147,29 @@ def _eval(args) -> int:
     check_text_files(args.noise, "noise")
     _at_least_one(args, "samples", "batch_size", "max_new_tokens")
     _check_out(args.out, OUTPUT_FILES, args.overwrite)
-    model = load_eval_model(args.model, base=args.base, num_mem_tokens=args.num_mem_tokens,
-                            segment_size=args.segment_size, device=args.device, dtype=args.dtype,
-                            trust_remote_code=args.trust_remote_code)
+    model = _load_answering_model(args)
     report = evaluate_babilong(
         model, tasks, lengths, args.samples, seed=args.seed, split=args.split,
         babi_dir=args.babi_dir, noise_files=args.noise, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, cache_dir=args.cache_dir, progress=not args.no_progress,
     )
     return _write_report(report, model, args, OUTPUT_FILES, "BABILong accuracy (%)")
+
+
+def _load_answering_model(args):
+    """The model `eval` generates answers with; `--no-carry` (checked before loading) turns off
+    the memory carried between segments."""
+    from rmt_scale.evaluation import load_eval_model
+    from rmt_scale.model.saving import RMT_CONFIG_FILE
+
+    if args.no_carry and not args.num_mem_tokens and not (Path(args.model).expanduser() / RMT_CONFIG_FILE).is_file():
+        raise InputError(f"--no-carry: {args.model} has no memory to leave out (no {RMT_CONFIG_FILE}); "
+                         "pass a memory model or adapter, or give --num-mem-tokens")
+    model = load_eval_model(args.model, base=args.base, num_mem_tokens=args.num_mem_tokens,
+                            segment_size=args.segment_size, device=args.device, dtype=args.dtype,
+                            trust_remote_code=args.trust_remote_code)
+    model.carry_memory = not args.no_carry
+    return model
 
 
 def _eval_lm(args) -> int:
@@ -198,7 +216,7 @@ def _eval_data(args) -> int:
     from rmt_scale.data.babilong_official import babilong_sources
     from rmt_scale.data.qa import qa_records
     from rmt_scale.data.sources import read_rows
-    from rmt_scale.evaluation import load_eval_model, parse_lengths
+    from rmt_scale.evaluation import parse_lengths
     from rmt_scale.evaluation.accuracy import OUTPUT_FILES
     from rmt_scale.evaluation.qa_eval import (
         evaluate_babilong_official,
@@ -241,9 +259,7 @@ def _eval_data(args) -> int:
         if not sum(1 for _ in qa_records(read_rows(sources), fields, None, uses_context)):
             raise DataError(f"{', '.join(s.path for s in sources)}: no QA rows")
     _check_out(args.out, OUTPUT_FILES, args.overwrite)
-    model = load_eval_model(args.model, base=args.base, num_mem_tokens=args.num_mem_tokens,
-                            segment_size=args.segment_size, device=args.device, dtype=args.dtype,
-                            trust_remote_code=args.trust_remote_code)
+    model = _load_answering_model(args)
     common = dict(num_samples=args.samples, template=template, batch_size=args.batch_size,
                   max_new_tokens=args.max_new_tokens, cache_dir=args.cache_dir,
                   progress=not args.no_progress)

@@ -31,6 +31,7 @@ from rmt_scale.model.loading import (
     load_causal_lm,
     load_tokenizer,
     model_id_of,
+    models_home,
     pad_token_id,
     parse_device,
     parse_dtype,
@@ -38,6 +39,7 @@ from rmt_scale.model.loading import (
 from rmt_scale.model.memory import max_positions, unwrap_causal_lm, validate_base
 from rmt_scale.model.recurrent import RecurrentMemoryModel
 from rmt_scale.model.saving import RMT_CONFIG_FILE, read_rmt_config, recorded_base_path
+from rmt_scale.model.segments import SegmentPlan
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,9 @@ class EvalModel:
         kind: "memory" (a saved memory model), "untrained-memory" (a base wrapped with fresh
             memory) or "full-attention" (the base alone).
         base_path: Where the base checkpoint was loaded from.
+        carry_memory: False for the no-carry control: every answer is generated from the last
+            segment and the initial memory, as if nothing before it had been written (a memory
+            model that scores the same either way does not use its memory).
     """
 
     model: nn.Module
@@ -60,6 +65,7 @@ class EvalModel:
     path: str
     kind: str
     base_path: str
+    carry_memory: bool = True
 
     @property
     def has_memory(self) -> bool:
@@ -93,6 +99,7 @@ class EvalModel:
             "max_positions": self.max_positions(),
             "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
             "rmt_config": self.model.config.to_dict() if self.has_memory else None,
+            "carry_memory": self.carry_memory,
         }
 
     def label(self) -> str:
@@ -102,7 +109,8 @@ class EvalModel:
             return f"{name} (full attention, {self.max_positions()} positions)"
         config = self.model.config
         untrained = ", untrained memory" if self.kind == "untrained-memory" else ""
-        return f"{name} (RMT M={config.num_mem_tokens}, S={config.segment_size}{untrained})"
+        control = ", memory not carried" if not self.carry_memory else ""
+        return f"{name} (RMT M={config.num_mem_tokens}, S={config.segment_size}{untrained}{control})"
 
 
 def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: int | None = None,
@@ -134,7 +142,8 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
         path = cached_model_dir(name)
         if path is None:
             raise AdapterError(f"{name}: no such model directory, and no model of that id in the "
-                               f"local Hugging Face cache ({hub_cache_dir()})")
+                               f"local Hugging Face cache ({hub_cache_dir()}) or of that name in "
+                               f"{models_home()}")
     target = parse_device(device)
     torch_dtype = parse_dtype(dtype)
     load_kwargs = {"trust_remote_code": trust_remote_code}
@@ -210,6 +219,15 @@ def generate_answers(eval_model: EvalModel, input_ids: torch.Tensor, attention_m
     """
     model, device = eval_model.model, eval_model.device
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    if eval_model.has_memory and not eval_model.carry_memory:
+        # The control: only the last segment (where the question is), read with the initial memory.
+        plan = SegmentPlan(input_ids, attention_mask, None, model.config.segment_size)
+        last = plan.step(len(plan) - 1)
+        new = model.generate_after(model.initial_memory(input_ids.shape[0]), last.input_ids,
+                                   last.token_mask, max_new_tokens)
+        if on_tokens is not None:
+            on_tokens(int(attention_mask.sum()))
+        return new
     if eval_model.has_memory:
         if on_tokens is None:
             return model.generate(input_ids, attention_mask, max_new_tokens=max_new_tokens)

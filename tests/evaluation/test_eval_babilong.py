@@ -82,6 +82,28 @@ def test_batched_answers_equal_single_ones_and_every_token_is_counted(memory_dir
         assert together[row].tolist() == alone[0].tolist()
 
 
+def test_no_carry_answers_from_the_last_segment_alone(memory_dir, eval_tokenizer, tmp_path):
+    """The control run of `eval --no-carry`: each answer is what the model gives when its input is
+    only the last segment, whatever the earlier segments held."""
+    model = load_eval_model(memory_dir, device="cpu")
+    segment = model.model.config.segment_size
+    data = babilong_dataset("qa1", 300, 3, eval_tokenizer, seed=1, split="test", cache_dir=tmp_path)
+    prompts = [{"input_ids": row["input_ids"][: row["prompt_length"]]} for row in data]
+    assert all(len(p["input_ids"]) > 2 * segment for p in prompts)
+    batch = LeftPadCollator(eval_tokenizer.pad_token_id)(prompts)
+    model.carry_memory = False
+    counted = []
+    controlled = generate_answers(model, batch["input_ids"], batch["attention_mask"], 4, counted.append)
+    assert sum(counted) == sum(len(p["input_ids"]) for p in prompts)
+    model.carry_memory = True
+    for row, prompt in enumerate(prompts):
+        ids = prompt["input_ids"]
+        last = ids[len(ids) - ((len(ids) - 1) % segment + 1):]  # segments are cut from the start
+        alone = generate_answers(model, torch.tensor([last]), torch.ones(1, len(last), dtype=torch.long), 4)
+        assert controlled[row].tolist() == alone[0].tolist()
+    assert model.describe()["carry_memory"] is True
+
+
 def test_base_with_num_mem_tokens_gets_untrained_memory(base_dir):
     model = load_eval_model(base_dir, num_mem_tokens=4, segment_size=32, device="cpu")
     assert model.kind == "untrained-memory" and model.has_memory
@@ -103,12 +125,14 @@ def test_segment_size_override_of_a_memory_model(memory_dir):
     (["--model", "{base}", "--babi-dir", "{tmp}/none"], "no such bAbI directory"),
     (["--model", "{mem}", "--num-mem-tokens", "5"], "drop --num-mem-tokens"),
     (["--model", "{base}", "--segment-size", "32"], "--segment-size needs memory"),
+    (["--model", "{base}", "--no-carry"], "--no-carry: {base} has no memory to leave out"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(args, message, base_dir, memory_dir, tmp_path, capsys):
     args = [a.format(tmp=tmp_path, base=base_dir, mem=memory_dir) for a in args]
     code = main(["eval", *args, "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2
+    message = message.format(base=base_dir)
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
