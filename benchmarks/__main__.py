@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-NAMES = ("checkpointing", "long-input", "inference-scaling", "overhead", "training", "serving", "extrapolation")
+NAMES = ("checkpointing", "long-input", "inference-scaling", "overhead", "training", "serving", "extrapolation",
+         "memory-attention")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="run a benchmark, write figures to docs/benchmarks.md",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("name", choices=NAMES, help="which benchmark")
-    parser.add_argument("--doc", default="docs/benchmarks.md", help="markdown file to update")
+    parser.add_argument("--doc", default=None,
+                        help="markdown file to update (default: docs/benchmarks.md; docs/results.md for memory-attention)")
     parser.add_argument("--image-dir", default="docs/img", help="where plots go")
     parser.add_argument("--model", default=None,
                         help="local checkpoint to measure, or 'random' for a random Llama (inference-scaling, "
@@ -30,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="extrapolation: a short smoke run of the pipeline")
     parser.add_argument("--only", nargs="+", default=None, metavar="RECIPE",
                         help="extrapolation: train only these recipes (by name) and keep the section until all are done")
+    parser.add_argument("--text", default=None,
+                        help="memory-attention: a plain-text file to read a segment from (default: built-in filler)")
+    parser.add_argument("--sink-token", type=int, default=0,
+                        help="memory-attention: the token id tried as a sink (0 is SmolLM2's <|endoftext|>)")
     parser.add_argument("--results", default="build/extrapolation.json",
                         help="extrapolation: finished runs, kept so a stopped benchmark resumes")
     return parser
@@ -39,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from benchmarks import core, scaling
 
-    doc, images = Path(args.doc), Path(args.image_dir)
+    default_doc = "docs/results.md" if args.name == "memory-attention" else "docs/benchmarks.md"
+    doc, images = Path(args.doc or default_doc), Path(args.image_dir)
     if args.name == "checkpointing":
         core.checkpointing(doc, images)
     elif args.name == "long-input":
@@ -52,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import serving
 
         serving.serving(doc, args.model, args.document_tokens)
+    elif args.name == "memory-attention":
+        from benchmarks import memory_attention
+
+        if args.model is None:
+            print("error: memory-attention needs --model (an adapter or a base checkpoint)", file=sys.stderr)
+            return 2
+        memory_attention.memory_attention(doc, args.model, args.text, args.sink_token)
     elif args.name == "extrapolation":
         from benchmarks import extrapolation
 

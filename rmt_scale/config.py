@@ -40,6 +40,14 @@ class RMTConfig:
             (~0.02 for a fresh model). `"embedding"`: rescale each written memory vector to the
             RMS of the initial memory (`memory_init_std` x the embeddings' std), so every segment
             reads memory at the scale tokens and the initial memory enter with.
+        sink_token: A token id whose embedding goes first in every segment, before the read
+            memory (`[sink | memory | tokens | memory]`). `None` (default, the reference RMT):
+            nothing before the memory. A pretrained decoder turns what comes first into its
+            attention sink: positions with huge activations that take much of the attention while
+            their content is ignored. In the reference layout that is the memory (on SmolLM2 every
+            fresh memory slot; see docs/results.md). Giving the model a real token to sink into
+            (its BOS or EOS id) keeps the memory slots ordinary positions, at the tokens' scale.
+            Used only with memory (`num_mem_tokens > 0`).
     """
 
     num_mem_tokens: int = 16
@@ -48,6 +56,7 @@ class RMTConfig:
     segment_checkpointing: bool = True
     memory_init_std: float = 1.0
     memory_norm: str | None = None
+    sink_token: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.num_mem_tokens, bool) or not isinstance(self.num_mem_tokens, int):
@@ -78,9 +87,21 @@ class RMTConfig:
                 f"got {self.memory_norm!r}"
             )
 
+        if self.sink_token is not None and (
+            isinstance(self.sink_token, bool) or not isinstance(self.sink_token, int) or self.sink_token < 0
+        ):
+            raise ConfigError(
+                f"sink_token must be null (the reference RMT) or a token id >= 0 (e.g. the base's BOS "
+                f"or EOS id), got {self.sink_token!r}"
+            )
+
+    def sink_positions(self) -> int:
+        """1 when a sink token goes before the memory (`sink_token` set and memory on), else 0."""
+        return int(self.sink_token is not None and self.num_mem_tokens > 0)
+
     def positions_per_segment(self) -> int:
-        """Positions one training segment occupies in the base model: `2*M + S`."""
-        return 2 * self.num_mem_tokens + self.segment_size
+        """Positions one training segment occupies in the base model: `2*M + S` (+1 with a sink)."""
+        return 2 * self.num_mem_tokens + self.segment_size + self.sink_positions()
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,6 +16,11 @@ memory of the next segment. Position ids restart at 0 every segment, so the base
 position beyond `2*M + S`; padding sits between the read memory and the tokens, which keeps the
 real tokens' positions and attention exactly those of the same segment without padding.
 
+With `RMTConfig.sink_token` set, one more position comes first: that token's embedding at
+position 0, everything else shifted by one. A pretrained decoder makes what comes first its
+attention sink (huge activations, content ignored); the sink token takes that role instead of the
+memory slots.
+
 The cell talks to the base through `get_input_embeddings()`, its backbone (decoder stack) and its
 output embeddings. It calls the backbone and applies the LM head itself, only to the positions a
 caller asks for, so memory positions never cost a (positions x vocab) projection. A PEFT model is
@@ -82,10 +87,15 @@ def validate_base(base: nn.Module, config: RMTConfig) -> None:
         )
     limit = max_positions(model_config)
     if limit is not None and config.positions_per_segment() > limit:
+        sink = " + 1 (sink_token)" if config.sink_positions() else ""
         raise ConfigError(
-            f"2*num_mem_tokens + segment_size = {config.positions_per_segment()} exceeds {name}'s "
+            f"2*num_mem_tokens + segment_size{sink} = {config.positions_per_segment()} exceeds {name}'s "
             f"maximum of {limit} positions; lower segment_size or num_mem_tokens"
         )
+    vocab = lm.get_input_embeddings().weight.shape[0]
+    if config.sink_positions() and config.sink_token >= vocab:
+        raise ConfigError(f"sink_token {config.sink_token} is not a token id of {name} (vocabulary of "
+                          f"{vocab}); use its BOS or EOS id")
 
 
 class MemoryCell(nn.Module):
@@ -114,6 +124,15 @@ class MemoryCell(nn.Module):
         # Under memory_norm="embedding" each written memory vector is rescaled to this RMS, the
         # initial memory's at wrapping: every segment then reads memory at the scale the first does.
         self.write_rms = std
+        # The sink token's id as a buffer: it follows the model to its device, and is not saved
+        # (the config holds it).
+        self.sink_token = config.sink_token if config.sink_positions() else None
+        self.register_buffer("sink_ids", torch.tensor([[self.sink_token or 0]]), persistent=False)
+
+    @property
+    def prefix(self) -> int:
+        """Positions before the segment tokens: the sink (0 or 1) and the read memory."""
+        return (self.sink_token is not None) + self.num_mem_tokens
 
     @property
     def causal_lm(self) -> nn.Module:
@@ -130,16 +149,21 @@ class MemoryCell(nn.Module):
         Returns:
             `(inputs_embeds (b, M+l[+M], D), attention_mask (b, ...) or None, position_ids)`.
         """
-        token_embeds = self.base.get_input_embeddings()(input_ids)  # (b, l, D)
+        embedding = self.base.get_input_embeddings()
+        token_embeds = embedding(input_ids)  # (b, l, D)
         memory = memory.to(token_embeds.dtype)
         parts = [memory, token_embeds, memory] if write else [memory, token_embeds]
+        read = self.num_mem_tokens
+        if self.sink_token is not None:
+            parts.insert(0, embedding(self.sink_ids).expand(input_ids.shape[0], 1, -1))
+            read += 1
         inputs_embeds = torch.cat(parts, dim=1) if self.num_mem_tokens else token_embeds
         batch, length = inputs_embeds.shape[:2]
         if token_mask is None:
             positions = torch.arange(length, device=inputs_embeds.device).expand(batch, length)
             return inputs_embeds, None, positions
-        ones = token_mask.new_ones(batch, self.num_mem_tokens)
-        mask_parts = [ones, token_mask, ones] if write else [ones, token_mask]
+        ones = token_mask.new_ones(batch, read)
+        mask_parts = [ones, token_mask, ones[:, : self.num_mem_tokens]] if write else [ones, token_mask]
         attention_mask = torch.cat(mask_parts, dim=1)
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         return inputs_embeds, attention_mask, positions
@@ -164,7 +188,7 @@ class MemoryCell(nn.Module):
             position_ids=positions,
             use_cache=False,
         ).last_hidden_state
-        m, length = self.num_mem_tokens, input_ids.shape[1]
+        m, length = self.prefix, input_ids.shape[1]
         return hidden[:, m : m + length], self.scale_written(hidden[:, m + length :])
 
     def scale_written(self, memory: torch.Tensor) -> torch.Tensor:

@@ -265,7 +265,7 @@ class RecurrentMemoryModel(nn.Module):
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
         lm = self.cell.causal_lm
         limit = max_positions(lm.config)
-        needed = self.config.num_mem_tokens + input_ids.shape[1] + max_new_tokens
+        needed = self.cell.prefix + input_ids.shape[1] + max_new_tokens
         if limit is not None and needed > limit:
             raise ConfigError(
                 f"generation needs {needed} positions (memory + last segment + max_new_tokens) but "
@@ -280,7 +280,7 @@ class RecurrentMemoryModel(nn.Module):
         # Given only inputs_embeds, transformers returns the new tokens alone.
         new_tokens = lm.generate(inputs_embeds=inputs_embeds, attention_mask=mask, **generation)
         if progress is not None:
-            progress(int(mask[:, self.config.num_mem_tokens :].sum()))
+            progress(int(mask[:, self.cell.prefix :].sum()))
         return new_tokens
 
     def initial_state(self) -> MemoryState:
