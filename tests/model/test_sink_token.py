@@ -76,3 +76,20 @@ def test_no_memory_means_no_sink():
     model = RecurrentMemoryModel.wrap(tiny_causal_lm("llama"), RMTConfig(num_mem_tokens=0, segment_size=S, sink_token=SINK))
     ids = torch.randint(4, 64, (1, S))
     torch.testing.assert_close(model(ids, return_logits=True).logits, model.base(ids).logits)
+
+
+def test_the_memory_attention_profile_accounts_for_all_attention():
+    """benchmarks/memory_attention.py: per layer, the shares on sink, slot 0, other slots and tokens
+    add up to all of the tokens' attention; without a sink token the sink gets none."""
+    from benchmarks.memory_attention import attention_profile
+
+    lm = tiny_causal_lm("llama")
+    lm.config._attn_implementation = "eager"  # attention weights are returned by the eager path only
+    model = RecurrentMemoryModel.wrap(lm, RMTConfig(num_mem_tokens=M, segment_size=S))
+    ids = torch.randint(4, 64, (1, S))
+    for sink in (None, SINK):
+        rows = attention_profile(model, ids, sink)
+        assert len(rows) == lm.config.num_hidden_layers
+        for row in rows:
+            assert abs(row["sink"] + row["slot0"] + row["slots"] + row["tokens"] - 1) < 1e-5
+            assert (row["sink"] == 0 and row["norm_sink"] is None) if sink is None else row["sink"] > 0
