@@ -55,17 +55,22 @@ def _segment_ids(tokenizer, text_file: str | None) -> torch.Tensor:
 @torch.no_grad()
 def attention_profile(model, ids: torch.Tensor, sink_token: int | None) -> list[dict]:
     """Per layer: mean attention share of the segment tokens' queries (over heads and queries) on
-    the sink, memory slot 0, slots 1..M-1 and the tokens; and hidden-state L2 norms there."""
-    cell = model.cell
-    lm = cell.causal_lm
-    embedding = lm.get_input_embeddings()
-    memory = cell.memory.unsqueeze(0)
-    parts = [embedding(torch.tensor([[sink_token]]))] if sink_token is not None else []
-    parts += [memory.to(embedding.weight.dtype), embedding(ids)]
-    inputs = torch.cat(parts, dim=1)
-    out = lm.get_decoder()(inputs_embeds=inputs, position_ids=torch.arange(inputs.shape[1])[None],
-                           output_attentions=True, output_hidden_states=True, use_cache=False)
-    s, m = int(sink_token is not None), cell.num_mem_tokens
+    the sink, memory slot 0, slots 1..M-1 and the tokens; and hidden-state L2 norms there.
+
+    The segment is laid out by the memory cell itself (`MemoryCell.embed`, as read by generation:
+    no write copy), with `model`'s memory and `sink_token` in place of its own setting.
+    """
+    from dataclasses import replace
+
+    from rmt_scale.model.memory import MemoryCell
+
+    cell = MemoryCell(model.base, replace(model.config, sink_token=sink_token)).to(model.memory.device)
+    cell.memory.copy_(model.memory)
+    inputs, _, positions = cell.embed(cell.memory.unsqueeze(0), ids, None, write=False)
+    out = cell.causal_lm.get_decoder()(inputs_embeds=inputs, position_ids=positions,
+                                       output_attentions=True, output_hidden_states=True, use_cache=False)
+    m = cell.num_mem_tokens
+    s = cell.prefix - m
     rows = []
     for layer, attention in enumerate(out.attentions):
         share = attention[0, :, s + m:, :].float().mean(dim=(0, 1))  # over heads and token queries

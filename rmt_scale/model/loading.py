@@ -62,10 +62,11 @@ def hub_cache_dir() -> str:
 
 
 def model_id_of(name_or_path: str | Path | None) -> str | None:
-    """`name_or_path` when it names a model by its Hub id (not a local path), else None.
+    """`name_or_path` when it names a model by its Hub id or its name in :func:`models_home` (not a
+    local path), else None.
 
-    What an adapter records as its base: an id stays valid on any machine with that model cached,
-    where an absolute snapshot path would not.
+    What an adapter records as its base: an id or name stays valid on any machine with that model
+    cached, where an absolute path would not.
     """
     if name_or_path is None or Path(name_or_path).expanduser().exists():
         return None
