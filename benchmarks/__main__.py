@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 NAMES = ("checkpointing", "long-input", "inference-scaling", "overhead", "training", "serving", "extrapolation",
-         "memory-attention")
+         "memory-attention", "memory-pathway")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("name", choices=NAMES, help="which benchmark")
     parser.add_argument("--doc", default=None,
-                        help="markdown file to update (default: docs/benchmarks.md; docs/results.md for memory-attention)")
+                        help="markdown file to update (default: docs/benchmarks.md; docs/results.md for memory-attention and memory-pathway)")
     parser.add_argument("--image-dir", default="docs/img", help="where plots go")
     parser.add_argument("--model", default=None,
                         help="local checkpoint to measure, or 'random' for a random Llama (inference-scaling, "
@@ -31,13 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="serving: tokens of the document read (default 65536; 16384 for a random model)")
     parser.add_argument("--quick", action="store_true", help="extrapolation: a short smoke run of the pipeline")
     parser.add_argument("--only", nargs="+", default=None, metavar="RECIPE",
-                        help="extrapolation: train only these recipes (by name) and keep the section until all are done")
+                        help="extrapolation: train only these recipes (by name) and keep the section until all are done; "
+                             "memory-pathway: only these variants (lora, lora-constant, lora-2e-4, full)")
     parser.add_argument("--text", default=None,
                         help="memory-attention: a plain-text file to read a segment from (default: built-in filler)")
     parser.add_argument("--sink-token", type=int, default=0,
                         help="memory-attention: the token id tried as a sink (0 is SmolLM2's <|endoftext|>)")
-    parser.add_argument("--results", default="build/extrapolation.json",
-                        help="extrapolation: finished runs, kept so a stopped benchmark resumes")
+    parser.add_argument("--results", default=None,
+                        help="extrapolation, memory-pathway: finished runs, kept so a stopped benchmark resumes "
+                             "(default: build/NAME.json)")
+    parser.add_argument("--adapter", default=None,
+                        help="memory-pathway: also measure how much this trained adapter's written memory depends on a qa1 fact")
+    parser.add_argument("--steps", type=int, default=100, help="memory-pathway: training steps of each variant")
     return parser
 
 
@@ -45,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from benchmarks import core, scaling
 
-    default_doc = "docs/results.md" if args.name == "memory-attention" else "docs/benchmarks.md"
+    default_doc = "docs/results.md" if args.name.startswith("memory-") else "docs/benchmarks.md"
+    results = Path(args.results or f"build/{args.name.replace('-', '_')}.json")
     doc, images = Path(args.doc or default_doc), Path(args.image_dir)
     if args.name == "checkpointing":
         core.checkpointing(doc, images)
@@ -66,10 +72,15 @@ def main(argv: list[str] | None = None) -> int:
             print("error: memory-attention needs --model (an adapter or a base checkpoint)", file=sys.stderr)
             return 2
         memory_attention.memory_attention(doc, args.model, args.text, args.sink_token)
+    elif args.name == "memory-pathway":
+        from benchmarks import memory_pathway
+
+        memory_pathway.memory_pathway(doc, images, args.model or "SmolLM2-135M-Instruct", args.steps, results,
+                                      args.adapter, args.only)
     elif args.name == "extrapolation":
         from benchmarks import extrapolation
 
-        rows = extrapolation.extrapolation(doc, images, Path(args.results), args.quick, args.only)
+        rows = extrapolation.extrapolation(doc, images, results, args.quick, args.only)
         if rows is None or args.quick:
             return 0  # recipes still to run, or a smoke test: the recorded section stays
     else:

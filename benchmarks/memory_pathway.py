@@ -1,0 +1,284 @@
+"""Does a pretrained base learn to write a fact into memory? Key recall across one memory transition.
+
+The qa1 runs of docs/results.md answer no better with their memory than without it. This benchmark
+asks the smallest question behind that: can the base learn to carry two tokens from segment 1 to
+the end of segment 2, where nothing but the memory holds them? Samples are the built-in key-recall
+task (`rmt_scale.data.synthetic`) with its ids mapped onto ordinary words, so the pretrained model
+reads and writes tokens it knows: `Key: red blue <filler> ... Answer red blue`. Every 25 steps it
+records validation loss and accuracy (chance: 1/8) and the *key sensitivity* of the written memory:
+|w(sample) - w(same sample, other key)| / |w(sample)|, where w is the memory segment 1 writes. A
+memory that carries the key must keep that above zero; one that has collapsed to a key-independent
+state drives it toward zero, and no readout can then recover the key.
+
+    python -m benchmarks memory-pathway --model SmolLM2-135M-Instruct [--steps 100]
+
+A plain loop (AdamW, fp32 trainable weights over a bf16 base, warmup then cosine, clip 1.0), so
+each variant changes exactly one thing. Writes a section of docs/results.md and a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks.report import machine_description, markdown_table, write_section
+
+KEY_WORDS = (" red", " blue", " green", " black", " white", " pink", " brown", " gray")
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SEGMENT, SEGMENTS, MEMORY, BATCH, VALID = 32, 2, 16, 8, 64
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str  # what --only names
+    name: str
+    finetune: str = "lora"  # "lora": LoRA r8 on every linear layer; "full": every weight
+    lr: float = 1e-3
+    constant_filler: bool = False  # filler is one repeated word: the key is all that varies
+
+
+VARIANTS = (
+    Variant("lora", "LoRA, lr 1e-3 (the qa1 runs' setting)"),
+    Variant("lora-constant", "LoRA, lr 1e-3, constant filler", constant_filler=True),
+    Variant("lora-2e-4", "LoRA, lr 2e-4", lr=2e-4),
+    Variant("full", "full fine-tuning, lr 5e-5", finetune="full", lr=5e-5),
+)
+MARKS = (0, 25, 50, 100, 200, 400, 800)
+
+
+class WordKeyRecall:
+    """Key-recall batches whose marker and key ids are mapped onto the tokenizer's words."""
+
+    def __init__(self, tokenizer, vocab_size: int, constant_filler: bool, seed: int):
+        from rmt_scale.data.synthetic import BOS, QUERY, KeyRecallDataset
+
+        self.dataset = KeyRecallDataset(1 << 20, SEGMENT, SEGMENTS, vocab_size, key_vocab=len(KEY_WORDS), seed=seed)
+        ids = [tokenizer.encode(word, add_special_tokens=False) for word in KEY_WORDS]
+        if any(len(word) != 1 for word in ids):
+            raise SystemExit(f"the tokenizer splits a key word: {ids}; this benchmark needs one token per word")
+        self.filler = tokenizer.encode(" the", add_special_tokens=False)[0]
+        markers = {BOS: tokenizer.encode("Key:", add_special_tokens=False)[0],
+                   QUERY: tokenizer.encode(" Answer", add_special_tokens=False)[0]}
+        markers.update({4 + index: word for index, (word,) in enumerate(ids)})
+        lookup = torch.arange(vocab_size)
+        for word in markers.values():
+            lookup[word] = self.filler  # a random filler id equal to a marker's word reads " the"
+        for index, word in markers.items():
+            lookup[index] = word
+        self.lookup, self.constant_filler = lookup, constant_filler
+
+    def _words(self, ids: torch.Tensor) -> torch.Tensor:
+        words = torch.where(ids < 0, ids, self.lookup[ids.clamp(min=0)])
+        if self.constant_filler:
+            words = torch.where(ids >= 4 + len(KEY_WORDS), torch.full_like(words, self.filler), words)
+        return words
+
+    def batch(self, start: int, count: int, shift_key: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, labels) of samples start .. start+count-1; shift_key > 0 swaps every key token for
+        another one (the same sample with a different key)."""
+        items = [self.dataset[i] for i in range(start, start + count)]
+        ids = torch.stack([item["input_ids"] for item in items])
+        labels = torch.stack([item["labels"] for item in items])
+        if shift_key:
+            ids, labels = (torch.where((x >= 4) & (x < 4 + len(KEY_WORDS)), 4 + (x - 4 + shift_key) % len(KEY_WORDS), x)
+                           for x in (ids, labels))
+        return self._words(ids), self._words(labels)
+
+
+def build(model_path: str, variant: Variant):
+    from rmt_scale import RecurrentMemoryModel, RMTConfig
+    from rmt_scale.model.loading import load_causal_lm, resolve_model_dir
+
+    torch.manual_seed(0)
+    base = load_causal_lm(resolve_model_dir(model_path), dtype=torch.bfloat16)
+    if variant.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        base = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=ALL_LINEAR))
+    # The qa1 runs' memory settings: a sink token first, written memory at the embeddings' scale.
+    model = RecurrentMemoryModel.wrap(base, RMTConfig(num_mem_tokens=MEMORY, segment_size=SEGMENT,
+                                                      segment_checkpointing=False, memory_norm="embedding",
+                                                      sink_token=0))
+    for parameter in model.parameters():  # fp32 weights where they train, as DeepSpeed's bf16 mode
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    return model
+
+
+@torch.no_grad()
+def key_sensitivity(model, data: WordKeyRecall) -> float:
+    """|w(x) - w(x with another key)| / |w(x)| over 16 validation samples, w = segment 1's write."""
+    ids, _ = data.batch(0, 16)
+    other, _ = data.batch(0, 16, shift_key=3)
+    memory = model.initial_memory(16)
+    _, written = model.cell(memory, ids[:, :SEGMENT])
+    _, written_other = model.cell(memory, other[:, :SEGMENT])
+    return ((written.float() - written_other.float()).norm() / written.float().norm()).item()
+
+
+@torch.no_grad()
+def validate(model, data: WordKeyRecall) -> tuple[float, float]:
+    ids, labels = data.batch(0, VALID)
+    output = model(ids, labels=labels)
+    targets, predicted = labels[:, 1:], output.predictions[:, :-1]
+    scored = targets != -100
+    return output.loss.item(), (predicted[scored] == targets[scored]).float().mean().item()
+
+
+def train(model_path: str, variant: Variant, steps: int, every: int = 25) -> dict:
+    from rmt_scale.model.loading import load_tokenizer, resolve_model_dir
+
+    model = build(model_path, variant).train()
+    tokenizer = load_tokenizer(resolve_model_dir(model_path))
+    vocab = model.base.get_input_embeddings().weight.shape[0]
+    train_data = WordKeyRecall(tokenizer, vocab, variant.constant_filler, seed=1)
+    valid_data = WordKeyRecall(tokenizer, vocab, variant.constant_filler, seed=999)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=variant.lr, weight_decay=0.0)
+    trace, start = [], time.perf_counter()
+    for step in range(steps + 1):
+        if step % every == 0:
+            model.eval()
+            loss, accuracy = validate(model, valid_data)
+            trace.append({"step": step, "loss": loss, "accuracy": accuracy,
+                          "sensitivity": key_sensitivity(model, valid_data)})
+            model.train()
+            print(f"{variant.name}: {trace[-1]}", flush=True)
+        if step == steps:
+            break
+        warmup, progress = min(1.0, (step + 1) / 20), step / steps
+        for group in optimizer.param_groups:
+            group["lr"] = variant.lr * warmup * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+        ids, labels = train_data.batch(step * BATCH, BATCH)
+        loss = model(ids, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+    return {"variant": asdict(variant), "steps": steps, "trace": trace,
+            "seconds_per_step": (time.perf_counter() - start) / max(1, steps)}
+
+
+QA1_PLACES = ("kitchen", "garden", "bathroom", "bedroom", "hallway", "office")
+
+
+def place_segments(tokenizer, segment_size: int, count: int = 8) -> list[torch.Tensor]:
+    """One qa1 fact (`Mary went to the <place>.`) inside built-in filler, once per qa1 place: (count,
+    segment_size) ids each, identical but for the place word."""
+    import random
+
+    from rmt_scale.data import FillerNoise
+
+    rng, noise, rows = random.Random(0), FillerNoise(), []
+    for _ in range(count):
+        before = " ".join(noise.sentence(rng) for _ in range(6))
+        after = " ".join(noise.sentence(rng) for _ in range(6))
+        rows.append((tokenizer.encode(before, add_special_tokens=False)[-segment_size // 2:],
+                     tokenizer.encode(" " + after, add_special_tokens=False)))
+    segments = []
+    for place in QA1_PLACES:
+        fact = tokenizer.encode(f" Mary went to the {place}.", add_special_tokens=False)
+        segments.append(torch.tensor([(b + fact + a)[:segment_size] for b, a in rows]))
+    return segments
+
+
+@torch.no_grad()
+def place_sensitivity(model, tokenizer) -> float:
+    """Mean over pairs of qa1 places of |w(fact at p) - w(fact at q)| / |w(fact at p)|: how much the
+    memory one segment writes depends on where its fact says Mary went."""
+    segments = place_segments(tokenizer, model.config.segment_size)
+    memory = model.initial_memory(len(segments[0]))
+    written = [model.cell(memory, ids)[1].float() for ids in segments]
+    pairs = [(a, b) for a in range(len(written)) for b in range(len(written)) if a != b]
+    return sum(((written[a] - written[b]).norm() / written[a].norm()).item() for a, b in pairs) / len(pairs)
+
+
+def adapter_rows(adapter: str) -> list[list[str]]:
+    """Place sensitivity of a trained qa1 adapter's written memory, and of a fresh memory on its base."""
+    from rmt_scale import RecurrentMemoryModel
+    from rmt_scale.model.loading import load_causal_lm, load_tokenizer
+    from rmt_scale.model.saving import read_rmt_config, recorded_base_path
+
+    trained = RecurrentMemoryModel.from_pretrained(adapter).eval()
+    base_path = recorded_base_path(adapter)
+    tokenizer = load_tokenizer(adapter, base_path)
+    torch.manual_seed(0)
+    fresh = RecurrentMemoryModel.wrap(load_causal_lm(base_path, dtype=trained.memory.dtype),
+                                      read_rmt_config(adapter)).eval()
+    return [["fresh memory on the base", f"{place_sensitivity(fresh, tokenizer):.3f}"],
+            [f"trained adapter `{adapter}`", f"{place_sensitivity(trained, tokenizer):.3f}"]]
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for result in results:
+        steps = [point["step"] for point in result["trace"]]
+        left.plot(steps, [point["sensitivity"] for point in result["trace"]], marker="o", label=result["variant"]["name"])
+        right.plot(steps, [point["accuracy"] for point in result["trace"]], marker="o", label=result["variant"]["name"])
+    left.set(title="key sensitivity of the written memory", xlabel="step", ylabel="|w(x) - w(x, other key)| / |w(x)|")
+    right.axhline(1 / len(KEY_WORDS), color="gray", linestyle="--", label="chance")
+    right.set(title="recall accuracy after one memory transition", xlabel="step", ylabel="accuracy", ylim=(0, 1))
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def memory_pathway(doc: Path, image_dir: Path, model_path: str, steps: int, results_path: Path,
+                   adapter: str | None = None, only: list[str] | None = None) -> None:
+    unknown = sorted(set(only or ()) - {variant.key for variant in VARIANTS})
+    if unknown:
+        raise SystemExit(f"error: no memory-pathway variant {unknown}; the variants are "
+                         f"{[variant.key for variant in VARIANTS]}")
+    done = json.loads(results_path.read_text()) if results_path.is_file() else []
+    for variant in VARIANTS:
+        if only and variant.key not in only:
+            continue
+        if any(r["variant"]["name"] == variant.name and r["steps"] == steps for r in done):
+            continue
+        done.append(train(model_path, variant, steps))
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(done, indent=1))  # a stopped run resumes with the next variant
+    results = sorted(done, key=lambda r: r["steps"])
+    plot(results, image_dir / "memory_pathway.png")
+    marks = [m for m in MARKS if any(p["step"] == m for r in results for p in r["trace"])]
+    rows = []
+    for r in results:
+        at = {p["step"]: f"{p['sensitivity']:.3f} / {p['accuracy']:.2f}" for p in r["trace"]}
+        rows.append([r["variant"]["name"], r["steps"], *(at.get(m, "-") for m in marks),
+                     f"{r['seconds_per_step']:.1f}"])
+    section = f"""## Does the base learn to write a fact into memory? Key recall across one transition
+
+`python -m benchmarks memory-pathway --model {model_path} [--steps N] [--only VARIANT ...]`
+({machine_description()}; each row is one run of N steps, the learning rate's cosine spread over them).
+Two segments of {SEGMENT} tokens, {MEMORY} memory tokens, sink token 0, `memory_norm: embedding`,
+batch {BATCH}: a two-word key (8 colour words, chance 0.125) follows `Key:` in segment 1, and segment 2
+ends with ` Answer` and the key, so only the memory can carry it. Each cell is *key sensitivity /
+accuracy* on {VALID} held-out samples: key sensitivity is |w(x) - w(x with another key)| / |w(x)| for
+the memory w that segment 1 writes; near zero, the memory no longer depends on the key.
+
+![key sensitivity and accuracy against step](img/memory_pathway.png)
+
+{markdown_table(["variant", "steps", *(f"step {m}" for m in marks), "s/step"], rows)}
+"""
+    if adapter:
+        section += f"""
+**A trained qa1 adapter** (`--adapter {adapter}`): *place sensitivity*, the same measure for one
+segment holding `Mary went to the <place>.` in filler text, averaged over the pairs of qa1's six
+places (8 segments each):
+
+{markdown_table(["memory", "place sensitivity"], adapter_rows(adapter))}
+"""
+    write_section(doc, "memory-pathway", section)
+    print(section)
