@@ -1,4 +1,4 @@
-"""Does a pretrained base learn to write a fact into memory? Key recall across one memory transition.
+"""Does a pretrained base learn to carry a fact through its memory? Key recall across one transition.
 
 The qa1 runs of docs/results.md answer no better with their memory than without it. This benchmark
 asks the smallest question behind that: can the base learn to carry two tokens from segment 1 to
@@ -291,8 +291,9 @@ def plot(results: list[dict], path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for result in results:
         steps = [point["step"] for point in result["trace"]]
-        left.plot(steps, [point["sensitivity"] for point in result["trace"]], marker="o", label=result["variant"]["name"])
-        right.plot(steps, [point["accuracy"] for point in result["trace"]], marker="o", label=result["variant"]["name"])
+        label = f"{result['variant']['name']}, {result['steps']} steps"
+        left.plot(steps, [point["sensitivity"] for point in result["trace"]], marker="o", label=label)
+        right.plot(steps, [point["accuracy"] for point in result["trace"]], marker="o", label=label)
     left.set(title="key sensitivity of the written memory", xlabel="step", ylabel="|w(x) - w(x, other key)| / |w(x)|")
     right.axhline(1 / len(KEY_WORDS), color="gray", linestyle="--", label="chance")
     right.set(title="recall accuracy after one memory transition", xlabel="step", ylabel="accuracy", ylim=(0, 1))
@@ -320,13 +321,14 @@ def memory_pathway(doc: Path, image_dir: Path, model_path: str, steps: int, resu
         results_path.write_text(json.dumps(done, indent=1))  # a stopped run resumes with the next variant
     results = sorted(done, key=lambda r: r["steps"])
     plot(results, image_dir / "memory_pathway.png")
-    marks = [m for m in MARKS if any(p["step"] == m for r in results for p in r["trace"])]
+    present = {p["step"] for r in results for p in r["trace"]}
+    marks = sorted({m for m in MARKS if m in present} | {r["steps"] for r in results})
     rows = []
     for r in results:
         at = {p["step"]: f"{p['sensitivity']:.3f} / {p['accuracy']:.2f}" for p in r["trace"]}
         rows.append([r["variant"]["name"], r["steps"], *(at.get(m, "-") for m in marks),
                      f"{r['seconds_per_step']:.1f}"])
-    section = f"""## Does the base learn to write a fact into memory? Key recall across one transition
+    section = f"""## Carrying a key across one memory transition: write and read
 
 `python -m benchmarks memory-pathway --model {model_path} [--steps N] [--only VARIANT ...]`
 ({machine_description()}; each row is one run of N steps, the learning rate's cosine spread over them).
