@@ -8,9 +8,12 @@ reads and writes tokens it knows: `Key: red blue <filler> ... Answer red blue`. 
 records validation loss and accuracy (chance: 1/8) and the *key sensitivity* of the written memory:
 |w(sample) - w(same sample, other key)| / |w(sample)|, where w is the memory segment 1 writes. A
 memory that carries the key must keep that above zero; one that has collapsed to a key-independent
-state drives it toward zero, and no readout can then recover the key.
+state drives it toward zero, and no readout can then recover the key. For the untrained base it
+also records whether the key can be read from the written memory at all (a linear probe) and
+whether the base itself reads it (against the key's own embeddings put in the memory slots).
 
-    python -m benchmarks memory-pathway --model SmolLM2-135M-Instruct [--steps 100]
+    python -m benchmarks memory-pathway --model SmolLM2-135M-Instruct [--steps 100] [--only lora ...]
+        [--adapter TRAINED_QA1_ADAPTER]
 
 A plain loop (AdamW, fp32 trainable weights over a bf16 base, warmup then cosine, clip 1.0), so
 each variant changes exactly one thing. Writes a section of docs/results.md and a PNG.
