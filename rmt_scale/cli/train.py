@@ -169,14 +169,23 @@ def interrupt(process: subprocess.Popen, own_group: bool) -> None:
     """
     import psutil  # a DeepSpeed dependency
 
-    try:
-        if own_group:
-            for child in psutil.Process(process.pid).children(recursive=True):
+    if own_group:
+        try:
+            children = psutil.Process(process.pid).children(recursive=True)
+        except psutil.Error:
+            children = []  # the launcher is gone already
+        for child in children:
+            # One at a time: a child that exits between the listing and its signal (a short-lived
+            # helper process) must not keep the signal from the launcher and the ranks after it.
+            try:
                 child.send_signal(signal.SIGINT)
-        else:  # the runner relays it to the nodes (a Ctrl-C in the terminal reached it already)
+            except psutil.Error:
+                pass
+    else:  # the runner relays it to the nodes (a Ctrl-C in the terminal reached it already)
+        try:
             process.send_signal(signal.SIGINT)
-    except (psutil.Error, ProcessLookupError):
-        pass  # already gone
+        except ProcessLookupError:
+            pass  # already gone
     try:
         process.wait()
     except KeyboardInterrupt:
