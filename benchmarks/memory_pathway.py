@@ -64,6 +64,7 @@ class WordKeyRecall:
         ids = [tokenizer.encode(word, add_special_tokens=False) for word in KEY_WORDS]
         if any(len(word) != 1 for word in ids):
             raise SystemExit(f"the tokenizer splits a key word: {ids}; this benchmark needs one token per word")
+        self.key_ids = torch.tensor([word for (word,) in ids])
         self.filler = tokenizer.encode(" the", add_special_tokens=False)[0]
         markers = {BOS: tokenizer.encode("Key:", add_special_tokens=False)[0],
                    QUERY: tokenizer.encode(" Answer", add_special_tokens=False)[0]}
@@ -113,24 +114,30 @@ def build(model_path: str, variant: Variant):
     return model
 
 
+def written_memory(model, segment_ids: torch.Tensor) -> torch.Tensor:
+    """The memory (b, M, D), in fp32, that one segment writes when read after the initial memory."""
+    return model.cell(model.initial_memory(len(segment_ids)), segment_ids)[1].float()
+
+
+def relative_change(written: torch.Tensor, other: torch.Tensor) -> float:
+    return ((written - other).norm() / written.norm()).item()
+
+
 @torch.no_grad()
 def key_sensitivity(model, data: WordKeyRecall) -> float:
     """|w(x) - w(x with another key)| / |w(x)| over 16 validation samples, w = segment 1's write."""
     ids, _ = data.batch(0, 16)
     other, _ = data.batch(0, 16, shift_key=3)
-    memory = model.initial_memory(16)
-    _, written = model.cell(memory, ids[:, :SEGMENT])
-    _, written_other = model.cell(memory, other[:, :SEGMENT])
-    return ((written.float() - written_other.float()).norm() / written.float().norm()).item()
+    return relative_change(written_memory(model, ids[:, :SEGMENT]), written_memory(model, other[:, :SEGMENT]))
 
 
 @torch.no_grad()
 def validate(model, data: WordKeyRecall) -> tuple[float, float]:
+    from rmt_scale.data.synthetic import key_recall_accuracy
+
     ids, labels = data.batch(0, VALID)
     output = model(ids, labels=labels)
-    targets, predicted = labels[:, 1:], output.predictions[:, :-1]
-    scored = targets != -100
-    return output.loss.item(), (predicted[scored] == targets[scored]).float().mean().item()
+    return output.loss.item(), key_recall_accuracy(output.predictions, labels)
 
 
 def train(model_path: str, variant: Variant, steps: int, every: int = 25) -> dict:
@@ -173,8 +180,7 @@ def written_features(model, data: WordKeyRecall, count: int) -> tuple[torch.Tens
     features, keys = [], []
     for start in range(0, count, 64):
         ids, _ = data.batch(start, min(64, count - start))
-        _, written = model.cell(model.initial_memory(len(ids)), ids[:, :SEGMENT])
-        features.append(written.float().flatten(1))
+        features.append(written_memory(model, ids[:, :SEGMENT]).flatten(1))
         keys.append(ids[:, 1])
     return torch.cat(features), torch.cat(keys)
 
@@ -200,23 +206,22 @@ def linear_probe(features: torch.Tensor, keys: torch.Tensor, train: int) -> floa
 
 
 @torch.no_grad()
-def readout_accuracy(model, data: WordKeyRecall, tokenizer, memory: str, count: int = 128) -> float:
+def readout_accuracy(model, data: WordKeyRecall, memory: str, count: int = 128) -> float:
     """Of the 8 key words, how often the untrained base ranks the right one first at the answer,
     reading segment 2 after `memory`: "initial" (no key anywhere), "written" (segment 1's write), or
     "embeddings" (the initial memory with slots 0-2 replaced by the embeddings of `Key: w1 w2`)."""
     ids, labels = data.batch(0, count)
     read = model.initial_memory(count)
     if memory == "written":
-        _, read = model.cell(read, ids[:, :SEGMENT])
+        read = written_memory(model, ids[:, :SEGMENT]).to(read.dtype)
     elif memory == "embeddings":
         read = read.clone()
         read[:, :3] = model.base.get_input_embeddings()(ids[:, :3]).to(read.dtype)
     hidden, _ = model.cell(read, ids[:, SEGMENT:])
     targets = labels[:, SEGMENT + 1:]
     scored = targets != -100
-    words = torch.tensor([tokenizer.encode(word, add_special_tokens=False)[0] for word in KEY_WORDS])
-    best = model.cell.lm_head(hidden[:, :-1][scored]).float()[:, words].argmax(-1)
-    return (words[best] == targets[scored]).float().mean().item()
+    best = model.cell.lm_head(hidden[:, :-1][scored]).float()[:, data.key_ids].argmax(-1)
+    return (data.key_ids[best] == targets[scored]).float().mean().item()
 
 
 def fresh_rows(model_path: str) -> list[list[str]]:
@@ -230,7 +235,7 @@ def fresh_rows(model_path: str) -> list[list[str]]:
     for constant in (False, True):
         data = WordKeyRecall(tokenizer, vocab, constant, seed=5)
         probe = linear_probe(*written_features(model, data, 1280), train=1024)
-        readouts = [readout_accuracy(model, data, tokenizer, memory) for memory in ("initial", "written", "embeddings")]
+        readouts = [readout_accuracy(model, data, memory) for memory in ("initial", "written", "embeddings")]
         rows.append(["constant" if constant else "random", f"{probe:.2f}", *(f"{r:.2f}" for r in readouts)])
     return rows
 
@@ -262,11 +267,9 @@ def place_segments(tokenizer, segment_size: int, count: int = 8) -> list[torch.T
 def place_sensitivity(model, tokenizer) -> float:
     """Mean over pairs of qa1 places of |w(fact at p) - w(fact at q)| / |w(fact at p)|: how much the
     memory one segment writes depends on where its fact says Mary went."""
-    segments = place_segments(tokenizer, model.config.segment_size)
-    memory = model.initial_memory(len(segments[0]))
-    written = [model.cell(memory, ids)[1].float() for ids in segments]
+    written = [written_memory(model, ids) for ids in place_segments(tokenizer, model.config.segment_size)]
     pairs = [(a, b) for a in range(len(written)) for b in range(len(written)) if a != b]
-    return sum(((written[a] - written[b]).norm() / written[a].norm()).item() for a, b in pairs) / len(pairs)
+    return sum(relative_change(written[a], written[b]) for a, b in pairs) / len(pairs)
 
 
 def adapter_rows(adapter: str) -> list[list[str]]:

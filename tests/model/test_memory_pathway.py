@@ -103,7 +103,7 @@ def test_readouts_of_a_tiny_model(tokenizer):
     model = RecurrentMemoryModel.wrap(tiny_causal_lm("llama", vocab_size=VOCAB),
                                       RMTConfig(num_mem_tokens=4, segment_size=SEGMENT, sink_token=0)).eval()
     data = WordKeyRecall(tokenizer, VOCAB, constant_filler=False, seed=1)
-    results = {memory: readout_accuracy(model, data, tokenizer, memory, count=32)
+    results = {memory: readout_accuracy(model, data, memory, count=32)
                for memory in ("initial", "written", "embeddings")}
     assert all(0 <= value <= 1 for value in results.values())
     assert len(set(results.values())) > 1  # the three memories are different inputs
