@@ -90,4 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # Finished runs are already in the results file (written atomically); the doc is untouched.
+        print("interrupted; run the same command again to resume from the recorded runs", file=sys.stderr)
+        sys.exit(130)

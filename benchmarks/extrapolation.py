@@ -17,7 +17,6 @@ Full run: about 70 minutes of training and evaluation on one core of a busy 2-co
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -25,7 +24,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.memory_decay import CHANCE, Recipe, run
-from benchmarks.report import machine_description, markdown_table, write_section
+from benchmarks.report import (
+    load_runs,
+    machine_description,
+    markdown_table,
+    save_run,
+    write_section,
+)
 
 MULTIPLES = [1, 2, 4, 8, 16, 32, 64]
 REFERENCE = Recipe("issue 13 probe: 1, 2, 4")  # curriculum 1, 2, 4 segments, 1,500 steps, lr 1e-3
@@ -77,19 +82,8 @@ def all_runs(quick: bool) -> list[tuple[str, Recipe]]:
     return runs
 
 
-def load(path: Path) -> list[dict]:
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
-def save(path: Path, result: dict) -> None:
-    """Add one run to the results file, under a lock: `--only` processes may share the file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = [r for r in load(path) if r["recipe"] != result["recipe"] or r["mode"] != result["mode"]]
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(results + [result], indent=1) + "\n")
-        tmp.replace(path)  # atomic: a reader never sees half a file
+def run_identity(result: dict) -> tuple:
+    return result["recipe"], result["mode"]
 
 
 def extrapolation(doc: Path, image_dir: Path, results_path: Path, quick: bool = False,
@@ -106,16 +100,16 @@ def extrapolation(doc: Path, image_dir: Path, results_path: Path, quick: bool = 
     for factor, recipe in runs:
         if only and recipe.name not in only:
             continue
-        if any(r["recipe"] == recipe.key() and r["mode"] == mode for r in load(results_path)):
+        if any(r["recipe"] == recipe.key() and r["mode"] == mode for r in load_runs(results_path)):
             continue
         print(f"[{factor}] {recipe.name} ...", flush=True)
         start = time.perf_counter()
         result = run(recipe, MULTIPLES, eval_samples, trace)
         result.update(factor=factor, mode=mode)
-        save(results_path, result)
+        save_run(results_path, result, run_identity)
         print(f"  {time.perf_counter() - start:.0f} s: " + "  ".join(
             f"{k}x {v:.2f}" for k, v in result["curve"].items()), flush=True)
-    done = {json.dumps(r["recipe"], sort_keys=True): r for r in load(results_path) if r["mode"] == mode}
+    done = {json.dumps(r["recipe"], sort_keys=True): r for r in load_runs(results_path) if r["mode"] == mode}
     rows = []
     for factor, recipe in runs:
         result = done.get(json.dumps(recipe.key(), sort_keys=True))

@@ -21,7 +21,6 @@ each variant changes exactly one thing. Writes a section of docs/results.md and 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -29,7 +28,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.report import machine_description, markdown_table, write_section
+from benchmarks.report import (
+    load_runs,
+    machine_description,
+    markdown_table,
+    save_run,
+    write_section,
+)
 
 KEY_WORDS = (" red", " blue", " green", " black", " white", " pink", " brown", " gray")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -288,6 +293,10 @@ def adapter_rows(adapter: str) -> list[list[str]]:
             [f"trained adapter `{adapter}`", f"{place_sensitivity(trained, tokenizer):.3f}"]]
 
 
+def run_identity(result: dict) -> tuple:
+    return result["variant"]["name"], result["steps"]
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -316,16 +325,13 @@ def memory_pathway(doc: Path, image_dir: Path, model_path: str, steps: int, resu
     if unknown:
         raise SystemExit(f"error: no memory-pathway variant {unknown}; the variants are "
                          f"{[variant.key for variant in VARIANTS]}")
-    done = json.loads(results_path.read_text()) if results_path.is_file() else []
     for variant in VARIANTS:
         if only and variant.key not in only:
             continue
-        if any(r["variant"]["name"] == variant.name and r["steps"] == steps for r in done):
+        if any(run_identity(r) == (variant.name, steps) for r in load_runs(results_path)):
             continue
-        done.append(train(model_path, variant, steps))
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        results_path.write_text(json.dumps(done, indent=1))  # a stopped run resumes with the next variant
-    results = sorted(done, key=lambda r: r["steps"])
+        save_run(results_path, train(model_path, variant, steps), run_identity)  # a stopped run resumes here
+    results = sorted(load_runs(results_path), key=lambda r: r["steps"])
     plot(results, image_dir / "memory_pathway.png")
     present = {p["step"] for r in results for p in r["trace"]}
     marks = sorted({m for m in MARKS if m in present} | {r["steps"] for r in results})

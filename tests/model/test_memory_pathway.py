@@ -107,3 +107,22 @@ def test_readouts_of_a_tiny_model(tokenizer):
                for memory in ("initial", "written", "embeddings")}
     assert all(0 <= value <= 1 for value in results.values())
     assert len(set(results.values())) > 1  # the three memories are different inputs
+
+
+def test_the_runs_file_of_a_long_benchmark(tmp_path):
+    """benchmarks/report.py: a run replaces one of the same identity, others stay; a file that is
+    not a results file stops the benchmark with one line and is left as it was."""
+    from benchmarks.report import load_runs, save_run
+
+    path = tmp_path / "runs.json"
+    assert load_runs(path) == []
+    identity = lambda run: (run["name"], run["steps"])  # noqa: E731
+    save_run(path, {"name": "a", "steps": 100, "score": 1}, identity)
+    save_run(path, {"name": "a", "steps": 600, "score": 2}, identity)
+    save_run(path, {"name": "a", "steps": 100, "score": 3}, identity)
+    assert sorted((r["steps"], r["score"]) for r in load_runs(path)) == [(100, 3), (600, 2)]
+    for text in ("{not json", '{"a": 1}'):
+        path.write_text(text)
+        with pytest.raises(SystemExit, match=r"^error: .*runs.json is not a results file of this benchmark"):
+            load_runs(path)
+        assert path.read_text() == text
