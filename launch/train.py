@@ -13,9 +13,9 @@ status 2 on every rank.
 
 from __future__ import annotations
 
-import sys
+from rmt_scale.cli.train_worker import exit_rank, main
 
-from rmt_scale.cli.train_worker import main
+__all__ = ["exit_rank", "main"]  # main(argv) runs in-process and returns the exit status
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_rank()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -11,6 +12,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from tests.tiny_models import ARCHITECTURES, tiny_causal_lm  # noqa: E402
+
+# Tests send Ctrl-C (SIGINT) to the processes they start. A process inherits an ignored SIGINT
+# through exec, and a shell that starts pytest in the background (`nohup ... &` without job
+# control) ignores it: every such test then failed. Handled here, it is the default again in
+# the children.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

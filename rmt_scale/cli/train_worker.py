@@ -25,6 +25,7 @@ import os
 import shlex
 import signal
 import sys
+from typing import NoReturn
 
 from rmt_scale.errors import DistributedError, RMTScaleError, first_line
 
@@ -125,7 +126,14 @@ def _settle() -> None:
     handler run here, before the error is classified."""
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, leave_group_on_error: bool = True) -> int:
+    """Train; return the exit status (0 done, 2 user error, 130 interrupted).
+
+    Args:
+        leave_group_on_error: Destroy the process group when the run fails or is interrupted, so
+            that this process can train again (tests, notebooks). `exit_rank` skips it: the
+            process ends at once instead.
+    """
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from rmt_scale.distributed import teardown
 
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         run(args.config, args.overrides)
     except BaseException as err:  # noqa: BLE001 - classified below; bugs are raised again
         _settle()
-        return _failed(err, args)
+        return _failed(err, args, leave_group_on_error)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -143,10 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _failed(err: BaseException, args: argparse.Namespace) -> int:
-    """Print the one line a stopped run deserves and leave the process group (never waiting for
-    another rank: it may be gone)."""
-    from rmt_scale.distributed import teardown
+def _failed(err: BaseException, args: argparse.Namespace, leave_group: bool) -> int:
+    """Print the one line a stopped run deserves and, if `leave_group`, leave the process group
+    (never waiting for another rank: it may be gone)."""
+    from rmt_scale.distributed import teardown as leave
+
+    def teardown(wait: bool) -> None:
+        if leave_group:
+            leave(wait=wait)
 
     if _Stop.signum is not None or isinstance(err, KeyboardInterrupt):
         if _is_rank0() and not os.environ.get(PARENT_REPORTS_INTERRUPT):
@@ -165,5 +177,24 @@ def _failed(err: BaseException, args: argparse.Namespace) -> int:
     raise err
 
 
+def exit_rank() -> NoReturn:
+    """Run one launched rank (`python -m`, the DeepSpeed launcher, launch/train.py) and end it.
+
+    A failed or interrupted rank ends with os._exit once its output is flushed, skipping the
+    process group's destruction and the interpreter's finalization. Both run C++ destructors of
+    gloo's threads while another rank may be exiting or gone, and CI once saw rank 1 of a
+    two-rank launch abort there ("terminate called without an active exception", SIGABRT)
+    after a data error, so the launcher reported -6 instead of the error's status 2. Nothing is
+    lost: the run has closed its files, checkpoints and run lock before `main` returns.
+    """
+    code = main(leave_group_on_error=False)
+    if code == 0:
+        sys.exit(0)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_rank()
