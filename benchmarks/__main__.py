@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="extrapolation: a short smoke run of the pipeline")
     parser.add_argument("--only", nargs="+", default=None, metavar="RECIPE",
                         help="extrapolation: train only these recipes (by name) and keep the section until all are done; "
-                             "memory-pathway: only these variants (lora, lora-constant, lora-2e-4, full)")
+                             "memory-pathway: only these variants (lora, lora-constant, lora-2e-4, full, lora-soft-token)")
     parser.add_argument("--text", default=None,
                         help="memory-attention: a plain-text file to read a segment from (default: built-in filler)")
     parser.add_argument("--sink-token", type=int, default=0,
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", default=None,
                         help="extrapolation, memory-pathway: finished runs, kept so a stopped benchmark resumes "
                              "(default: build/NAME.json)")
-    parser.add_argument("--adapter", default=None,
-                        help="memory-pathway: also measure how much this trained adapter's written memory depends on a qa1 fact")
+    parser.add_argument("--adapter", nargs="+", default=None,
+                        help="memory-pathway: also measure how much these trained adapters' written memory depends on a qa1 fact")
     parser.add_argument("--steps", type=int, default=100, help="memory-pathway: training steps of each variant")
     return parser
 

@@ -13,7 +13,7 @@ also records whether the key can be read from the written memory at all (a linea
 whether the base itself reads it (against the key's own embeddings put in the memory slots).
 
     python -m benchmarks memory-pathway --model SmolLM2-135M-Instruct [--steps 100] [--only lora ...]
-        [--adapter TRAINED_QA1_ADAPTER]
+        [--adapter TRAINED_QA1_ADAPTER ...]
 
 A plain loop (AdamW, fp32 trainable weights over a bf16 base, warmup then cosine, clip 1.0), so
 each variant changes exactly one thing. Writes a section of docs/results.md and a PNG.
@@ -48,6 +48,7 @@ class Variant:
     finetune: str = "lora"  # "lora": LoRA r8 on every linear layer; "full": every weight
     lr: float = 1e-3
     constant_filler: bool = False  # filler is one repeated word: the key is all that varies
+    memory_norm: str = "embedding"  # RMTConfig.memory_norm
 
 
 VARIANTS = (
@@ -55,6 +56,7 @@ VARIANTS = (
     Variant("lora-constant", "LoRA, lr 1e-3, constant filler", constant_filler=True),
     Variant("lora-2e-4", "LoRA, lr 2e-4", lr=2e-4),
     Variant("full", "full fine-tuning, lr 5e-5", finetune="full", lr=5e-5),
+    Variant("lora-soft-token", "LoRA, lr 1e-3, memory_norm soft_token", memory_norm="soft_token"),
 )
 MARKS = (0, 25, 50, 100, 200, 400, 800)
 
@@ -111,7 +113,7 @@ def build(model_path: str, variant: Variant):
         base = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=ALL_LINEAR))
     # The qa1 runs' memory settings: a sink token first, written memory at the embeddings' scale.
     model = RecurrentMemoryModel.wrap(base, RMTConfig(num_mem_tokens=MEMORY, segment_size=SEGMENT,
-                                                      segment_checkpointing=False, memory_norm="embedding",
+                                                      segment_checkpointing=False, memory_norm=variant.memory_norm,
                                                       sink_token=0))
     for parameter in model.parameters():  # fp32 weights where they train, as DeepSpeed's bf16 mode
         if parameter.requires_grad:
@@ -277,20 +279,27 @@ def place_sensitivity(model, tokenizer) -> float:
     return sum(relative_change(written[a], written[b]) for a, b in pairs) / len(pairs)
 
 
-def adapter_rows(adapter: str) -> list[list[str]]:
-    """Place sensitivity of a trained qa1 adapter's written memory, and of a fresh memory on its base."""
+def adapter_rows(adapters: list[str]) -> list[list[str]]:
+    """Place sensitivity of each trained qa1 adapter's written memory, and of a fresh memory of the
+    same settings on its base (once per setting)."""
     from rmt_scale import RecurrentMemoryModel
     from rmt_scale.model.loading import load_causal_lm, load_tokenizer
     from rmt_scale.model.saving import read_rmt_config, recorded_base_path
 
-    trained = RecurrentMemoryModel.from_pretrained(adapter).eval()
-    base_path = recorded_base_path(adapter)
-    tokenizer = load_tokenizer(adapter, base_path)
-    torch.manual_seed(0)
-    fresh = RecurrentMemoryModel.wrap(load_causal_lm(base_path, dtype=trained.memory.dtype),
-                                      read_rmt_config(adapter)).eval()
-    return [["fresh memory on the base", f"{place_sensitivity(fresh, tokenizer):.3f}"],
-            [f"trained adapter `{adapter}`", f"{place_sensitivity(trained, tokenizer):.3f}"]]
+    rows, fresh_done = [], set()
+    for adapter in adapters:
+        trained = RecurrentMemoryModel.from_pretrained(adapter).eval()
+        base_path, config = recorded_base_path(adapter), read_rmt_config(adapter)
+        tokenizer = load_tokenizer(adapter, base_path)
+        if (base_path, config.memory_norm) not in fresh_done:
+            fresh_done.add((base_path, config.memory_norm))
+            torch.manual_seed(0)
+            fresh = RecurrentMemoryModel.wrap(load_causal_lm(base_path, dtype=trained.memory.dtype), config).eval()
+            rows.append([f"fresh memory on the base, `memory_norm: {config.memory_norm}`",
+                         f"{place_sensitivity(fresh, tokenizer):.3f}"])
+        rows.append([f"trained adapter `{adapter}`, `memory_norm: {config.memory_norm}`",
+                     f"{place_sensitivity(trained, tokenizer):.3f}"])
+    return rows
 
 
 def run_identity(result: dict) -> tuple:
@@ -320,7 +329,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def memory_pathway(doc: Path, image_dir: Path, model_path: str, steps: int, results_path: Path,
-                   adapter: str | None = None, only: list[str] | None = None) -> None:
+                   adapters: list[str] | None = None, only: list[str] | None = None) -> None:
     unknown = sorted(set(only or ()) - {variant.key for variant in VARIANTS})
     if unknown:
         raise SystemExit(f"error: no memory-pathway variant {unknown}; the variants are "
@@ -344,8 +353,8 @@ def memory_pathway(doc: Path, image_dir: Path, model_path: str, steps: int, resu
 
 `python -m benchmarks memory-pathway --model {model_path} [--steps N] [--only VARIANT ...]`
 ({machine_description()}; each row is one run of N steps, the learning rate's cosine spread over them).
-Two segments of {SEGMENT} tokens, {MEMORY} memory tokens, sink token 0, `memory_norm: embedding`,
-batch {BATCH}: a two-word key (8 colour words, chance 0.125) follows `Key:` in segment 1, and segment 2
+Two segments of {SEGMENT} tokens, {MEMORY} memory tokens, sink token 0, `memory_norm: embedding` unless
+the variant names another, batch {BATCH}: a two-word key (8 colour words, chance 0.125) follows `Key:` in segment 1, and segment 2
 ends with ` Answer` and the key, so only the memory can carry it. Each cell is *key sensitivity /
 accuracy* on {VALID} held-out samples: key sensitivity is |w(x) - w(x with another key)| / |w(x)| for
 the memory w that segment 1 writes; near zero, the memory no longer depends on the key.
@@ -364,13 +373,13 @@ word first among the eight, chance 0.125, on 128 samples):
                  "readout: written memory", "readout: `Key: w1 w2` embeddings in memory slots 0-2"],
                 fresh_rows(model_path))}
 """
-    if adapter:
+    if adapters:
         section += f"""
-**A trained qa1 adapter** (`--adapter {adapter}`): *place sensitivity*, the same measure for one
-segment holding `Mary went to the <place>.` in filler text, averaged over the pairs of qa1's six
-places (8 segments each):
+**Trained qa1 adapters** (`--adapter {' '.join(adapters)}`): *place sensitivity*, the same measure
+for one segment holding `Mary went to the <place>.` in filler text, averaged over the pairs of qa1's
+six places (8 segments each):
 
-{markdown_table(["memory", "place sensitivity"], adapter_rows(adapter))}
+{markdown_table(["memory", "place sensitivity"], adapter_rows(adapters))}
 """
     write_section(doc, "memory-pathway", section)
     print(section)

@@ -14,7 +14,7 @@ from pathlib import Path
 from rmt_scale.errors import ConfigError
 
 # Written-memory scalings: None keeps the reference RMT update (see RMTConfig.memory_norm).
-MEMORY_NORMS = (None, "embedding")
+MEMORY_NORMS = (None, "embedding", "soft_token")
 
 
 @dataclass
@@ -39,7 +39,13 @@ class RMTConfig:
             segment at a scale set by that norm (entries ~1), far above the token embeddings'
             (~0.02 for a fresh model). `"embedding"`: rescale each written memory vector to the
             RMS of the initial memory (`memory_init_std` x the embeddings' std), so every segment
-            reads memory at the scale tokens and the initial memory enter with.
+            reads memory at the scale tokens and the initial memory enter with. `"soft_token"`:
+            pass each written vector through the LM head and write the embedding mixture its
+            next-token distribution gives, softmax(logits) @ input embeddings. Memory is then
+            always something the base reads as input (a token, or a blend of tokens), and a
+            segment learns to write by predicting tokens, which a pretrained LM already does
+            (see docs/results.md: SmolLM2 reads token embeddings from memory slots, not its raw
+            hidden states).
         sink_token: A token id whose embedding goes first in every segment, before the read
             memory (`[sink | memory | tokens | memory]`). `None` (default, the reference RMT):
             nothing before the memory. A pretrained decoder turns what comes first into its

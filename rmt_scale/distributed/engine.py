@@ -58,6 +58,11 @@ def create_engine(model: nn.Module, ds_config: dict, adamw: dict[str, Any]):
         # ZeRO-3 must gather it when the top-level forward runs (and it is partitioned like
         # every other weight).
         deepspeed.zero.register_external_parameter(model, model.memory)
+        if model.config.memory_norm == "soft_token":
+            # The soft-token write mixes the input embedding table outside its module's forward,
+            # the case DeepSpeed documents this call for (a tiny 2-rank ZeRO-3 run trained the
+            # same without it, the table being gathered anyway; this does not rely on that).
+            deepspeed.zero.register_external_parameter(model, model.base.get_input_embeddings().weight)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, model_parameters=params,
                                       config=ds_config)
     return engine

@@ -196,9 +196,17 @@ class MemoryCell(nn.Module):
 
         Reference RMT (memory_norm=None): unchanged. "embedding": each memory vector rescaled to RMS
         `write_rms`; a post-final-norm state otherwise enters the next segment tens of times louder
-        than the tokens (see RMTConfig.memory_norm and the extrapolation benchmark).
+        than the tokens (see RMTConfig.memory_norm and the extrapolation benchmark). "soft_token":
+        the input embeddings mixed by each write position's next-token distribution.
         """
         if self.memory_norm is None:
             return memory
+        if self.memory_norm == "soft_token":
+            # The softmax in fp32 (a 50k-way normalisation in bf16 is coarse); the mixture in the
+            # embeddings' dtype, so the vocabulary-sized table is never copied. A convex
+            # combination of embedding rows has the tokens' scale by construction.
+            embeddings = self.base.get_input_embeddings().weight
+            weights = torch.softmax(self.lm_head(memory).float(), dim=-1).to(embeddings.dtype)
+            return (weights @ embeddings).to(memory.dtype)
         rms = memory.float().pow(2).mean(-1, keepdim=True).add(1e-12).sqrt()
         return (memory.float() * (self.write_rms / rms)).to(memory.dtype)

@@ -1,5 +1,6 @@
 """`memory_norm`: off by default (the written memory is the reference RMT's last hidden state, as is);
-"embedding" rescales each written memory vector to the initial memory's RMS and changes nothing else.
+"embedding" rescales each written memory vector to the initial memory's RMS and changes nothing else;
+"soft_token" writes the input embeddings mixed by each write position's next-token distribution.
 The reference semantics of the default are also covered by the equivalence tests in test_recurrent.py.
 """
 
@@ -61,5 +62,40 @@ def test_embedding_norm_is_validated_and_saved(tmp_path):
     model.save_pretrained(tmp_path / "adapter")
     loaded = RecurrentMemoryModel.from_pretrained(tmp_path / "adapter", base=tiny_causal_lm("llama"))
     assert loaded.config.memory_norm == "embedding"
+    ids = torch.randint(4, 64, (1, 3 * S))
+    torch.testing.assert_close(loaded(ids, labels=ids).loss, model(ids, labels=ids).loss)
+
+
+def test_soft_token_writes_the_embedding_mixture_of_the_next_token_distribution():
+    reference, soft = wrapped(), wrapped(memory_norm="soft_token")
+    ids = torch.randint(4, 64, (2, 3 * S))
+    _, hidden = reference.cell(reference.initial_memory(2), ids[:, :S])  # the reference write: the last hidden state
+    _, written = soft.cell(soft.initial_memory(2), ids[:, :S])
+    embeddings = soft.base.get_input_embeddings().weight
+    weights = torch.softmax(soft.base.get_output_embeddings()(hidden), dim=-1)
+    torch.testing.assert_close(written, weights @ embeddings)
+    # A convex combination of embedding rows: inside their range, coordinate by coordinate.
+    assert (written <= embeddings.max(0).values + 1e-6).all() and (written >= embeddings.min(0).values - 1e-6).all()
+    out, out_ref = soft(ids, labels=ids, return_logits=True), reference(ids, labels=ids, return_logits=True)
+    torch.testing.assert_close(out.logits[:, :S], out_ref.logits[:, :S])  # segment 1 reads the initial memory
+    assert not torch.allclose(out.logits[:, S:], out_ref.logits[:, S:])
+
+
+def test_soft_token_write_is_differentiable():
+    """Only segment 2 is scored, and the initial memory reaches it only through segment 1's soft
+    write: a gradient on the initial memory has passed through the mixture."""
+    model = wrapped(memory_norm="soft_token")
+    ids = torch.randint(4, 64, (2, 2 * S))
+    labels = ids.clone()
+    labels[:, :S] = -100
+    model(ids, labels=labels).loss.backward()
+    assert model.memory.grad is not None and model.memory.grad.abs().sum() > 0
+
+
+def test_soft_token_is_saved(tmp_path):
+    model = wrapped(memory_norm="soft_token")
+    model.save_pretrained(tmp_path / "adapter")
+    loaded = RecurrentMemoryModel.from_pretrained(tmp_path / "adapter", base=tiny_causal_lm("llama"))
+    assert loaded.config.memory_norm == "soft_token"
     ids = torch.randint(4, 64, (1, 3 * S))
     torch.testing.assert_close(loaded(ids, labels=ids).loss, model(ids, labels=ids).loss)
