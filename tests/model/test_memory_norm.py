@@ -55,13 +55,14 @@ def test_embedding_norm_rescales_every_written_memory_only(init_std):
     torch.testing.assert_close(new, ref_new * (target / rms(ref_new)).unsqueeze(-1), rtol=1e-4, atol=1e-6)
 
 
-def test_embedding_norm_is_validated_and_saved(tmp_path):
+@pytest.mark.parametrize("memory_norm", ["embedding", "soft_token"])
+def test_memory_norm_is_validated_and_saved(tmp_path, memory_norm):
     with pytest.raises(ConfigError, match="memory_norm must be one of"):
         RMTConfig(memory_norm="layer")
-    model = wrapped(memory_norm="embedding")
+    model = wrapped(memory_norm=memory_norm)
     model.save_pretrained(tmp_path / "adapter")
     loaded = RecurrentMemoryModel.from_pretrained(tmp_path / "adapter", base=tiny_causal_lm("llama"))
-    assert loaded.config.memory_norm == "embedding"
+    assert loaded.config.memory_norm == memory_norm
     ids = torch.randint(4, 64, (1, 3 * S))
     torch.testing.assert_close(loaded(ids, labels=ids).loss, model(ids, labels=ids).loss)
 
@@ -91,11 +92,3 @@ def test_soft_token_write_is_differentiable():
     model(ids, labels=labels).loss.backward()
     assert model.memory.grad is not None and model.memory.grad.abs().sum() > 0
 
-
-def test_soft_token_is_saved(tmp_path):
-    model = wrapped(memory_norm="soft_token")
-    model.save_pretrained(tmp_path / "adapter")
-    loaded = RecurrentMemoryModel.from_pretrained(tmp_path / "adapter", base=tiny_causal_lm("llama"))
-    assert loaded.config.memory_norm == "soft_token"
-    ids = torch.randint(4, 64, (1, 3 * S))
-    torch.testing.assert_close(loaded(ids, labels=ids).loss, model(ids, labels=ids).loss)
