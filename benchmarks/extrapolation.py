@@ -100,7 +100,7 @@ def extrapolation(doc: Path, image_dir: Path, results_path: Path, quick: bool = 
     for factor, recipe in runs:
         if only and recipe.name not in only:
             continue
-        if any(r["recipe"] == recipe.key() and r["mode"] == mode for r in load_runs(results_path)):
+        if any(run_identity(r) == (recipe.key(), mode) for r in load_runs(results_path)):
             continue
         print(f"[{factor}] {recipe.name} ...", flush=True)
         start = time.perf_counter()

@@ -111,7 +111,7 @@ def build(model_path: str, variant: Variant):
         from peft import LoraConfig, get_peft_model
 
         base = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=ALL_LINEAR))
-    # The qa1 runs' memory settings: a sink token first, written memory at the embeddings' scale.
+    # The qa1 runs' memory settings: a sink token first, the variant's write (memory_norm).
     model = RecurrentMemoryModel.wrap(base, RMTConfig(num_mem_tokens=MEMORY, segment_size=SEGMENT,
                                                       segment_checkpointing=False, memory_norm=variant.memory_norm,
                                                       sink_token=0))
@@ -119,6 +119,15 @@ def build(model_path: str, variant: Variant):
         if parameter.requires_grad:
             parameter.data = parameter.data.float()
     return model
+
+
+def key_recall_data(model, model_path: str, constant_filler: bool, seeds: tuple[int, ...]) -> list[WordKeyRecall]:
+    """One WordKeyRecall per seed, on `model_path`'s tokenizer and `model`'s vocabulary."""
+    from rmt_scale.model.loading import load_tokenizer, resolve_model_dir
+
+    tokenizer = load_tokenizer(resolve_model_dir(model_path))
+    vocab = model.base.get_input_embeddings().weight.shape[0]
+    return [WordKeyRecall(tokenizer, vocab, constant_filler, seed=seed) for seed in seeds]
 
 
 def written_memory(model, segment_ids: torch.Tensor) -> torch.Tensor:
@@ -148,13 +157,8 @@ def validate(model, data: WordKeyRecall) -> tuple[float, float]:
 
 
 def train(model_path: str, variant: Variant, steps: int, every: int = 25) -> dict:
-    from rmt_scale.model.loading import load_tokenizer, resolve_model_dir
-
     model = build(model_path, variant).train()
-    tokenizer = load_tokenizer(resolve_model_dir(model_path))
-    vocab = model.base.get_input_embeddings().weight.shape[0]
-    train_data = WordKeyRecall(tokenizer, vocab, variant.constant_filler, seed=1)
-    valid_data = WordKeyRecall(tokenizer, vocab, variant.constant_filler, seed=999)
+    train_data, valid_data = key_recall_data(model, model_path, variant.constant_filler, seeds=(1, 999))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=variant.lr, weight_decay=0.0)
     trace, start = [], time.perf_counter()
@@ -233,14 +237,10 @@ def readout_accuracy(model, data: WordKeyRecall, memory: str, count: int = 128) 
 
 def fresh_rows(model_path: str) -> list[list[str]]:
     """What the untrained base does with its memory: probe and readout accuracies."""
-    from rmt_scale.model.loading import load_tokenizer, resolve_model_dir
-
     model = build(model_path, VARIANTS[0]).eval()  # LoRA's B starts at zero: this is the base
-    tokenizer = load_tokenizer(resolve_model_dir(model_path))
-    vocab = model.base.get_input_embeddings().weight.shape[0]
     rows = []
     for constant in (False, True):
-        data = WordKeyRecall(tokenizer, vocab, constant, seed=5)
+        (data,) = key_recall_data(model, model_path, constant, seeds=(5,))
         probe = linear_probe(*written_features(model, data, 1280), train=1024)
         readouts = [readout_accuracy(model, data, memory) for memory in ("initial", "written", "embeddings")]
         rows.append(["constant" if constant else "random", f"{probe:.2f}", *(f"{r:.2f}" for r in readouts)])

@@ -40,7 +40,6 @@ def write_section(doc: Path, name: str, body: str) -> None:
     doc.write_text(text)
 
 
-
 def load_runs(path: Path) -> list[dict]:
     """The finished runs recorded in `path` (none if it does not exist)."""
     if not path.is_file():

@@ -143,7 +143,15 @@ def main(argv: list[str] | None = None, leave_group_on_error: bool = True) -> in
         run(args.config, args.overrides)
     except BaseException as err:  # noqa: BLE001 - classified below; bugs are raised again
         _settle()
-        return _failed(err, args, leave_group_on_error)
+        try:
+            code = _failed(err, args)
+        except BaseException:
+            # A bug: its traceback follows and the interpreter finalizes, which needs the group gone.
+            teardown(wait=False)
+            raise
+        if leave_group_on_error:
+            teardown(wait=False)  # never waiting for another rank: it may be gone
+        return code
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -151,29 +159,20 @@ def main(argv: list[str] | None = None, leave_group_on_error: bool = True) -> in
     return 0
 
 
-def _failed(err: BaseException, args: argparse.Namespace, leave_group: bool) -> int:
-    """Print the one line a stopped run deserves and, if `leave_group`, leave the process group
-    (never waiting for another rank: it may be gone)."""
-    from rmt_scale.distributed import teardown as leave
-
-    def teardown(wait: bool) -> None:
-        if leave_group:
-            leave(wait=wait)
-
+def _failed(err: BaseException, args: argparse.Namespace) -> int:
+    """Print the one line a stopped run deserves and return its exit status; raise `err` again if it
+    is a bug."""
     if _Stop.signum is not None or isinstance(err, KeyboardInterrupt):
         if _is_rank0() and not os.environ.get(PARENT_REPORTS_INTERRUPT):
             how = "stopped by SIGTERM" if _Stop.signum == signal.SIGTERM else "interrupted"
             print(f"{how}; resume with: {resume_command(args.config, args.overrides)} (resume=auto)",
                   file=sys.stderr, flush=True)
-        teardown(wait=False)
         return 130
     if isinstance(err, RMTScaleError):
         # Every rank exits; rank 0 says why, in one line (a lost rank is told by whoever saw it).
         if _is_rank0() or isinstance(err, DistributedError):
             print(f"error: {first_line(err)}", file=sys.stderr, flush=True)
-        teardown(wait=False)
         return 2
-    teardown(wait=False)
     raise err
 
 
