@@ -164,12 +164,29 @@ def _draw_noise(
     return chosen, used
 
 
+def _last_gap_allowed(noise_sentences: Sequence[str], counter: TokenCounter, min_tail: float) -> int:
+    """The last gap (before noise sentence i; len = after all) with >= ``min_tail`` tokens after it.
+
+    0 when even the first gap has less: the facts then go as early as they can.
+    """
+    tail = 0.0
+    index = len(noise_sentences)
+    if min_tail <= 0:
+        return index
+    costs = counter.count(noise_sentences)
+    while index > 0 and tail < min_tail:
+        index -= 1
+        tail += costs[index] + counter.join_cost
+    return index
+
+
 def build_babilong_sample(
     sample: BabiSample,
     length: str | int,
     noise: NoiseSource,
     counter: TokenCounter,
     rng: random.Random,
+    min_fact_gap: int = 0,
 ) -> BabilongSample:
     """Hide a bAbI sample's facts in noise up to a prompt length in tokens.
 
@@ -185,6 +202,11 @@ def build_babilong_sample(
         noise: Where noise sentences come from.
         counter: Token counter for the model's tokenizer (reuse one across samples: it caches).
         rng: Source of all randomness for this sample (noise start, fact positions).
+        min_fact_gap: At least this many tokens of the prompt (noise, then the question) follow
+            the last fact, so that a recurrent model whose last segment is this long can only
+            answer from its memory. Facts then land only in the gaps that leave enough noise
+            after them; if no gap does (the length is too short for it), all facts come first,
+            as far from the question as the length allows. 0: facts land anywhere.
     """
     target = parse_length(length)
     facts = list(sample.facts)
@@ -195,8 +217,9 @@ def build_babilong_sample(
     noise_tokens = 0.0
     if target > 0 and budget > 0:
         noise_sentences, noise_tokens = _draw_noise(noise.sentences(rng), budget, counter)
+    last_gap = _last_gap_allowed(noise_sentences, counter, min_fact_gap - overhead)
     # Fact i goes before noise sentence positions[i]; sorted positions keep the facts in order.
-    positions = sorted(rng.randint(0, len(noise_sentences)) for _ in facts)
+    positions = sorted(rng.randint(0, last_gap) for _ in facts)
     parts: list[str] = []
     fact_iter = iter(zip(positions, facts, strict=True))
     next_fact = next(fact_iter, None)

@@ -102,12 +102,13 @@ def _generate_text_samples(
     seed: int | str,
     noise: NoiseSource,
     tokenizer: Any,
+    min_fact_gap: int = 0,
 ):
     """Generator for ``Dataset.from_generator``: one text record per BABILong sample."""
     counter = TokenCounter(tokenizer)
     for index, sample_index in enumerate(_select(samples, num_samples, seed)):
         built = build_babilong_sample(samples[sample_index], target, noise, counter,
-                                      sample_rng(seed, index))
+                                      sample_rng(seed, index), min_fact_gap)
         yield {"task": built.task, "context": built.context, "question": built.question,
                "answer": built.answer, "target_tokens": built.target_tokens}
 
@@ -148,6 +149,7 @@ def babilong_dataset(
     valid_fraction: float = 0.1,
     split_seed: int = 0,
     keep_context: bool = False,
+    min_fact_gap: int = 0,
 ) -> datasets.Dataset:
     """A tokenised BABILong-style dataset for one task and length.
 
@@ -168,6 +170,8 @@ def babilong_dataset(
         valid_fraction: Held-out story fraction when validation comes from a train file.
         split_seed: Which stories are held out; keep it fixed across runs.
         keep_context: Keep the ``context`` text column (large for long lengths).
+        min_fact_gap: Tokens of prompt that follow the last fact at least (see
+            :func:`rmt_scale.data.build_babilong_sample`); 0 places facts anywhere.
 
     Raises:
         DataError: For an unknown task, split or length, a missing or malformed file, or a task
@@ -190,6 +194,8 @@ def babilong_dataset(
         noise=None if noise_files is None else file_stamps(noise_files),
         valid_fraction=valid_fraction, split_seed=split_seed, tokenizer=tokenizer_hash(tokenizer),
         templates=[PROMPT_TEMPLATE, TARGET_TEMPLATE],
+        # Only when set, so that the datasets cached before the option existed stay valid.
+        **({"min_fact_gap": min_fact_gap} if min_fact_gap else {}),
     )
     if not samples:
         raise DataError(f"no {task} samples for split {split!r}")
@@ -205,7 +211,8 @@ def babilong_dataset(
         # A tuple, not a list: `datasets` shards list-valued gen_kwargs into one generator call
         # per element.
         gen_kwargs={"samples": tuple(samples), "target": target, "num_samples": num_samples,
-                    "seed": seed, "noise": noise, "tokenizer": tokenizer},
+                    "seed": seed, "noise": noise, "tokenizer": tokenizer,
+                    "min_fact_gap": min_fact_gap},
     )
     # Long samples are large; smaller batches bound the memory of one map step.
     batch_size = max(1, min(1000, (1 << 22) // max(target, 1)))

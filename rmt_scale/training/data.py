@@ -141,5 +141,6 @@ def build_dataset(config: TrainConfig, num_segments: int, split: str, vocab_size
         noise_files=[str(_expand(p)) for p in babilong.noise_files] if babilong.noise_files else None,
         split=babilong.split if split == "train" else babilong.valid_split,
         hf_name=babilong.hf_name,
+        min_fact_gap=segment_size if babilong.facts_before_last_segment else 0,
     )
     return dataset.select_columns(["input_ids", "labels"])

@@ -157,6 +157,10 @@ class BabilongDataConfig:
             locally); None with no babi_dir uses the built-in generator (qa1-qa3).
         split: bAbI split of the training samples.
         valid_split: bAbI split of the validation samples.
+        facts_before_last_segment: Place every fact at least rmt.segment_size prompt tokens
+            before the question (training and validation samples), so that no fact shares the
+            last segment with the question and every answer has to come through the memory.
+            Evaluation (`rmt-scale eval`) is unchanged: facts anywhere, as in BABILong.
     """
 
     task: str = "qa1"
@@ -166,6 +170,7 @@ class BabilongDataConfig:
     hf_name: str | None = None
     split: str = "train"
     valid_split: str = "validation"
+    facts_before_last_segment: bool = False
 
 
 @dataclass

@@ -123,3 +123,40 @@ def test_any_babi_task_builds(tokenizer, babi_en: Path) -> None:
         sample = parse_babi_file(path)[0]
         built = build(sample, "1k", tokenizer, counter=counter)
         assert facts_in_order(built.context, sample.facts)
+
+
+def tokens_after_last_fact(built, facts, tokenizer) -> int:
+    """Prompt tokens that follow the end of the last fact."""
+    end = built.prompt.rfind(facts[-1]) + len(facts[-1])
+    return len(tokenizer(built.prompt[end:], add_special_tokens=False)["input_ids"])
+
+
+def test_min_fact_gap_keeps_facts_away_from_the_question(tokenizer) -> None:
+    counter = TokenCounter(tokenizer)
+    samples = generate_babi("qa1", 40, seed=2)
+    gaps_without, gaps_with = [], []
+    for seed, sample in enumerate(samples):
+        plain = build(sample, 400, tokenizer, seed=seed, counter=counter)
+        gapped = build_babilong_sample(sample, 400, FillerNoise(), counter, random.Random(seed),
+                                       min_fact_gap=128)
+        assert facts_in_order(gapped.context, sample.facts)
+        assert gapped.num_noise_sentences == plain.num_noise_sentences
+        gaps_without.append(tokens_after_last_fact(plain, sample.facts, tokenizer))
+        gaps_with.append(tokens_after_last_fact(gapped, sample.facts, tokenizer))
+    # Token counts are estimated per sentence, so the measured gap may miss by a token or two.
+    assert min(gaps_with) >= 126, gaps_with
+    assert min(gaps_without) < 126  # without the option some facts sit right before the question
+
+
+def test_min_fact_gap_zero_is_the_default_sample(qa2_sample, tokenizer) -> None:
+    counter = TokenCounter(tokenizer)
+    built = build_babilong_sample(qa2_sample, "2k", FillerNoise(), counter, random.Random(5),
+                                  min_fact_gap=0)
+    assert built == build(qa2_sample, "2k", tokenizer, seed=5, counter=counter)
+
+
+def test_min_fact_gap_longer_than_the_noise_puts_the_facts_first(qa2_sample, tokenizer) -> None:
+    built = build_babilong_sample(qa2_sample, "2k", FillerNoise(), TokenCounter(tokenizer),
+                                  random.Random(0), min_fact_gap=10_000)
+    assert built.num_noise_sentences > 0
+    assert built.context.startswith(" ".join(qa2_sample.facts))
