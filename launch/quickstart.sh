@@ -51,15 +51,39 @@ step "3/6 train (deepspeed, $DEVICES ranks): $OUT/train"
 rmt-scale train --config quickstart --num-gpus "$DEVICES" \
     output_dir="$OUT/train" model.path="$BASE" "${TRAIN_OVERRIDES[@]}"
 
+# A rerun into the same OUT_DIR redoes only what is missing: the training resumes (or finds it
+# finished), and a step whose output came from the same inputs is skipped. Output a step would
+# have to replace is left alone: that step stops with its own one-line error.
+REDONE=0
 step "4/6 export the adapter: $OUT/adapter"
-rmt-scale export --checkpoint "$OUT/train" --out "$OUT/adapter"
+LATEST=$(find "$OUT/train/checkpoints" -maxdepth 1 -name 'checkpoint-*' 2>/dev/null | sort | tail -n 1)
+if [ -n "$LATEST" ] && cmp -s "$LATEST/trainer_state.json" "$OUT/adapter/trainer_state.json"; then
+    echo "already exported from $LATEST"
+else
+    rmt-scale export --checkpoint "$OUT/train" --out "$OUT/adapter"
+    REDONE=1
+fi
 
 step "5/6 evaluate: memory vs full attention"
-rmt-scale eval --model "$OUT/adapter" --tasks qa1 "${EVAL_ARGS[@]}" --out "$OUT/eval_rmt"
-rmt-scale eval --model "$BASE" --tasks qa1 "${EVAL_ARGS[@]}" --out "$OUT/eval_full"
+if [ "$REDONE" = 0 ] && [ -f "$OUT/eval_rmt/results.json" ]; then
+    echo "already evaluated: $OUT/eval_rmt"
+else
+    rmt-scale eval --model "$OUT/adapter" --tasks qa1 "${EVAL_ARGS[@]}" --out "$OUT/eval_rmt"
+    REDONE=1
+fi
+if [ -f "$OUT/eval_full/results.json" ]; then
+    echo "already evaluated: $OUT/eval_full"
+else
+    rmt-scale eval --model "$BASE" --tasks qa1 "${EVAL_ARGS[@]}" --out "$OUT/eval_full"
+    REDONE=1
+fi
 
 step "6/6 report"
-rmt-scale report --train "$OUT/train" --eval "$OUT/eval_rmt" --baseline "$OUT/eval_full" --out "$OUT"
+if [ "$REDONE" = 0 ] && [ -f "$OUT/report.md" ]; then
+    echo "already written"
+else
+    rmt-scale report --train "$OUT/train" --eval "$OUT/eval_rmt" --baseline "$OUT/eval_full" --out "$OUT"
+fi
 
 step "done"
 echo "report:   $OUT/report.md"

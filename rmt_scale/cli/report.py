@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rmt_scale.cli.common import add_command
+from rmt_scale.cli.common import add_command, check_outputs_free
 
 
 def register(subparsers) -> None:
@@ -19,12 +19,14 @@ def register(subparsers) -> None:
                         help="`rmt-scale eval` output of the full-attention baseline (default: none)")
     parser.add_argument("--out", default=None,
                         help="where report.md and its PNGs go (default: the folder holding --train)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     parser.set_defaults(func=_report)
 
 
 def _report(args) -> int:
-    from rmt_scale.evaluation.report import write_run_report
+    from rmt_scale.evaluation.report import OUTPUT_FILES, write_run_report
 
     out = args.out if args.out is not None else Path(args.train).resolve().parent
+    check_outputs_free(out, OUTPUT_FILES, args.overwrite)
     print(write_run_report(args.train, args.eval, args.baseline, out))
     return 0

@@ -21,6 +21,7 @@ from rmt_scale.training.metrics import read_metrics
 REPORT_MD = "report.md"
 COMPARISON_PNG = "accuracy_rmt_vs_full.png"
 LOSS_PNG = "loss_curves.png"
+OUTPUT_FILES = (REPORT_MD, COMPARISON_PNG, LOSS_PNG)
 
 
 def read_results(eval_dir: Path) -> dict:

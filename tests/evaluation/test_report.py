@@ -75,3 +75,16 @@ def test_missing_inputs_are_one_line_errors(tmp_path, capsys):
     assert main(["report", "--train", str(train), "--eval", str(evaluation)]) == 2
     err = capsys.readouterr().err
     assert "not the results of `rmt-scale eval`" in err and err.count("\n") == 1
+
+
+def test_an_earlier_report_is_replaced_only_with_overwrite(tmp_path, capsys):
+    train, evaluation = write_run(tmp_path / "run", two_stages())
+    report = tmp_path / "run" / "report.md"
+    report.write_text("my own notes\n")
+    assert main(["report", "--train", str(train), "--eval", str(evaluation)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "report.md exists" in err and "--overwrite" in err
+    assert report.read_text() == "my own notes\n"
+    assert not (tmp_path / "run" / LOSS_PNG).exists()
+    assert main(["report", "--train", str(train), "--eval", str(evaluation), "--overwrite"]) == 0
+    assert "# Run report" in report.read_text()
