@@ -26,15 +26,13 @@ from torch import nn
 from rmt_scale.config import RMTConfig
 from rmt_scale.errors import AdapterError, ConfigError
 from rmt_scale.model.loading import (
-    cached_model_dir,
-    hub_cache_dir,
     load_causal_lm,
     load_tokenizer,
     model_id_of,
-    models_home,
     pad_token_id,
     parse_device,
     parse_dtype,
+    resolve_model_dir,
 )
 from rmt_scale.model.memory import max_positions, unwrap_causal_lm, validate_base
 from rmt_scale.model.recurrent import RecurrentMemoryModel
@@ -136,14 +134,8 @@ def load_eval_model(path: str | Path, base: str | None = None, num_mem_tokens: i
         InputError: For a device this machine does not have.
     """
     name = str(path)
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        # A Hugging Face id of a model in the local cache (a base: the baseline or fresh memory).
-        path = cached_model_dir(name)
-        if path is None:
-            raise AdapterError(f"{name}: no such model directory, and no model of that id in the "
-                               f"local Hugging Face cache ({hub_cache_dir()}) or of that name in "
-                               f"{models_home()}")
+    # A directory, or the id of a model in the local cache (a base: the baseline or fresh memory).
+    path = resolve_model_dir(path)
     target = parse_device(device)
     torch_dtype = parse_dtype(dtype)
     load_kwargs = {"trust_remote_code": trust_remote_code}

@@ -120,7 +120,7 @@ def test_cuda_without_a_gpu_is_a_one_line_error(adapter_dir, capsys):
 
 def test_missing_or_wrong_model_directory(base_dir, capsys, tmp_path):
     code, _, err = generate(capsys, "--model", str(tmp_path / "missing"), "--prompt", "hi")
-    assert code == 2 and "no such model directory" in err
+    assert code == 2 and err == f"error: model {tmp_path / 'missing'}: no such directory\n"
     code, _, err = generate(capsys, "--model", str(base_dir), "--prompt", "hi")
     assert code == 2 and "not a memory model" in err and err.count("\n") == 1
 

@@ -116,7 +116,7 @@ def test_segment_size_override_of_a_memory_model(memory_dir):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "{tmp}/nowhere"], "no such model directory"),
+    (["--model", "{tmp}/nowhere"], "nowhere: no such directory"),
     (["--model", "{tmp}"], "neither a memory model"),
     (["--model", "{base}", "--tasks", "qa1,qa99"], "unknown bAbI task 'qa99'"),
     (["--model", "{base}", "--tasks", "qa7"], "no built-in generator for 'qa7'"),

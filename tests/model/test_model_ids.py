@@ -116,5 +116,5 @@ def test_eval_takes_a_cached_id_as_model(hub_cache, tmp_path, capsys):
     assert results["model"]["kind"] == "full-attention" and results["model"]["base"] == MODEL_ID
     assert main(["eval", "--model", "tiny-org/absent", "--data", str(rows), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert "tiny-org/absent: no such model directory, and no model of that id in the local Hugging " \
+    assert "model tiny-org/absent: no such directory, and no model of that id in the local Hugging " \
            "Face cache" in err and not (tmp_path / "x").exists()
