@@ -15,6 +15,8 @@ from rmt_scale.errors import ConfigError
 
 # Written-memory scalings: None keeps the reference RMT update (see RMTConfig.memory_norm).
 MEMORY_NORMS = (None, "embedding", "soft_token")
+# What the write positions read as input: "read" keeps the reference RMT (see RMTConfig.write_inputs).
+WRITE_INPUTS = ("read", "initial")
 
 
 @dataclass
@@ -54,6 +56,18 @@ class RMTConfig:
             fresh memory slot; see docs/results.md). Giving the model a real token to sink into
             (its BOS or EOS id) keeps the memory slots ordinary positions, at the tokens' scale.
             Used only with memory (`num_mem_tokens > 0`).
+        write_inputs: What the write positions take as input. `"read"` (default, the reference
+            RMT): a copy of the memory this segment read. `"initial"`: the learned initial memory
+            in every segment, so the write slots are fixed learned queries that find what to keep
+            by attending to the read memory and the segment. Under `memory_norm="soft_token"` a
+            copy of the read memory makes each slot write the token that follows its own content
+            (a slot holding "garden" predicts "." next), so the memory shifts every segment;
+            fixed queries have no such drift.
+        write_exclude_special: Only with `memory_norm="soft_token"`: leave the base's special
+            tokens (its config's BOS, EOS, PAD and UNK ids) out of the write distribution. On
+            SmolLM2 + LoRA trained on answers that end in EOS, every write slot otherwise
+            collapses onto EOS (p > 0.97): a memory that says nothing, whose softmax passes no
+            gradient (docs/results.md).
     """
 
     num_mem_tokens: int = 16
@@ -63,6 +77,8 @@ class RMTConfig:
     memory_init_std: float = 1.0
     memory_norm: str | None = None
     sink_token: int | None = None
+    write_inputs: str = "read"
+    write_exclude_special: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.num_mem_tokens, bool) or not isinstance(self.num_mem_tokens, int):
@@ -99,6 +115,21 @@ class RMTConfig:
             raise ConfigError(
                 f"sink_token must be null (the reference RMT) or a token id >= 0 (e.g. the base's BOS "
                 f"or EOS id), got {self.sink_token!r}"
+            )
+
+        if self.write_inputs not in WRITE_INPUTS:
+            raise ConfigError(
+                f"write_inputs must be one of {list(WRITE_INPUTS)} (read: the reference RMT), "
+                f"got {self.write_inputs!r}"
+            )
+        if not isinstance(self.write_exclude_special, bool):
+            raise ConfigError(
+                f"write_exclude_special must be true or false, got {self.write_exclude_special!r}"
+            )
+        if self.write_exclude_special and self.memory_norm != "soft_token":
+            raise ConfigError(
+                "write_exclude_special applies to memory_norm: soft_token only; set memory_norm: "
+                f"soft_token or drop write_exclude_special (memory_norm is {self.memory_norm!r})"
             )
 
     def sink_positions(self) -> int:

@@ -98,6 +98,17 @@ def validate_base(base: nn.Module, config: RMTConfig) -> None:
                           f"{vocab}); use its BOS or EOS id")
 
 
+def special_token_ids(model_config) -> list[int]:
+    """The BOS, EOS, PAD and UNK ids a transformers config declares (each may be a list), sorted."""
+    ids = set()
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        value = getattr(model_config, name, None)
+        for token in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(token, int) and not isinstance(token, bool) and token >= 0:
+                ids.add(token)
+    return sorted(ids)
+
+
 class MemoryCell(nn.Module):
     """Runs one segment `[read memory | tokens | write memory]` through the base model.
 
@@ -128,6 +139,10 @@ class MemoryCell(nn.Module):
         # (the config holds it).
         self.sink_token = config.sink_token if config.sink_positions() else None
         self.register_buffer("sink_ids", torch.tensor([[self.sink_token or 0]]), persistent=False)
+        self.write_inputs = config.write_inputs
+        # Token ids the soft-token write may not emit (a buffer, so it follows the model's device).
+        excluded = special_token_ids(unwrap_causal_lm(base).config) if config.write_exclude_special else []
+        self.register_buffer("write_excluded_ids", torch.tensor(excluded, dtype=torch.long), persistent=False)
 
     @property
     def prefix(self) -> int:
@@ -152,7 +167,9 @@ class MemoryCell(nn.Module):
         embedding = self.base.get_input_embeddings()
         token_embeds = embedding(input_ids)  # (b, l, D)
         memory = memory.to(token_embeds.dtype)
-        parts = [memory, token_embeds, memory] if write else [memory, token_embeds]
+        # The write copy: the read memory (reference), or the learned initial memory as fixed queries.
+        write_copy = memory if self.write_inputs == "read" else self.memory.to(token_embeds.dtype).expand_as(memory)
+        parts = [memory, token_embeds, write_copy] if write else [memory, token_embeds]
         read = self.num_mem_tokens
         if self.sink_token is not None:
             parts.insert(0, embedding(self.sink_ids).expand(input_ids.shape[0], 1, -1))
@@ -206,7 +223,10 @@ class MemoryCell(nn.Module):
             # embeddings' dtype, so the vocabulary-sized table is never copied. A convex
             # combination of embedding rows has the tokens' scale by construction.
             embeddings = self.base.get_input_embeddings().weight
-            weights = torch.softmax(self.lm_head(memory).float(), dim=-1).to(embeddings.dtype)
+            logits = self.lm_head(memory).float()
+            if self.write_excluded_ids.numel():
+                logits = logits.index_fill(-1, self.write_excluded_ids, float("-inf"))
+            weights = torch.softmax(logits, dim=-1).to(embeddings.dtype)
             return (weights @ embeddings).to(memory.dtype)
         rms = memory.float().pow(2).mean(-1, keepdim=True).add(1e-12).sqrt()
         return (memory.float() * (self.write_rms / rms)).to(memory.dtype)

@@ -45,9 +45,9 @@ FINGERPRINT_SAMPLES = 4096
 # The settings that change what reading computes; the others (bptt_depth, checkpointing,
 # memory_init_std) only matter in training, and the trained memory itself is hashed in full.
 READING_FIELDS = ("num_mem_tokens", "segment_size", "memory_norm")
-# Settings added later: part of the identity only when set, so states saved before they existed
-# (where they were, in effect, unset) stay valid.
-OPTIONAL_READING_FIELDS = ("sink_token",)
+# Settings added later, with the value they had before: part of the identity only when set to
+# another, so states saved before they existed stay valid.
+OPTIONAL_READING_FIELDS = {"sink_token": None, "write_inputs": "read", "write_exclude_special": False}
 
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -103,8 +103,8 @@ class ModelIdentity:
     def of(cls, model, tokenizer=None) -> ModelIdentity:
         """The identity of a RecurrentMemoryModel (and the tokenizer its text goes through)."""
         settings = {name: getattr(model.config, name) for name in READING_FIELDS}
-        settings |= {name: getattr(model.config, name) for name in OPTIONAL_READING_FIELDS
-                     if getattr(model.config, name) is not None}
+        settings |= {name: getattr(model.config, name) for name, unset in OPTIONAL_READING_FIELDS.items()
+                     if getattr(model.config, name) != unset}
         adapter = {}
         if hasattr(model.base, "peft_config"):
             from peft import get_peft_model_state_dict
