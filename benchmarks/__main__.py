@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 NAMES = ("checkpointing", "long-input", "inference-scaling", "overhead", "training", "serving", "extrapolation",
-         "memory-attention", "memory-pathway")
+         "memory-attention", "memory-pathway", "memory-writes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extrapolation, memory-pathway: finished runs, kept so a stopped benchmark resumes "
                              "(default: build/NAME.json)")
     parser.add_argument("--adapter", nargs="+", default=None,
-                        help="memory-pathway: also measure how much these trained adapters' written memory depends on a qa1 fact")
+                        help="memory-pathway: also measure how much these trained adapters' written memory depends on a qa1 fact; "
+                             "memory-writes: the soft-token adapters to read")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="memory-writes: a name for each --adapter in the table (default: its path)")
+    parser.add_argument("--segments", type=int, default=2,
+                        help="memory-writes: segments per sample (the memory written before the last is read)")
+    parser.add_argument("--samples", type=int, default=64, help="memory-writes: held-out samples")
     parser.add_argument("--steps", type=int, default=100, help="memory-pathway: training steps of each variant")
     return parser
 
@@ -77,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
 
         memory_pathway.memory_pathway(doc, images, args.model or "SmolLM2-135M-Instruct", args.steps, results,
                                       args.adapter, args.only)
+    elif args.name == "memory-writes":
+        from benchmarks import memory_writes
+
+        memory_writes.memory_writes(doc, args.adapter or [], args.labels, args.segments, args.samples)
     elif args.name == "extrapolation":
         from benchmarks import extrapolation
 
