@@ -53,10 +53,7 @@ def write_distributions(model, input_ids: torch.Tensor, segments: int) -> torch.
         hidden = cell.causal_lm.get_decoder()(inputs_embeds=embeds, position_ids=positions,
                                               use_cache=False).last_hidden_state
         written = hidden[:, cell.prefix + segment.shape[1] :]
-        logits = cell.lm_head(written).float()
-        if cell.write_excluded_ids.numel():
-            logits = logits.index_fill(-1, cell.write_excluded_ids, float("-inf"))
-        probabilities = torch.softmax(logits, dim=-1)[0]
+        probabilities = cell.write_distribution(written)[0]
         memory = cell.scale_written(written)
     return probabilities
 

@@ -208,6 +208,14 @@ class MemoryCell(nn.Module):
         m, length = self.prefix, input_ids.shape[1]
         return hidden[:, m : m + length], self.scale_written(hidden[:, m + length :])
 
+    def write_distribution(self, memory: torch.Tensor) -> torch.Tensor:
+        """The soft-token write's next-token distribution at each write position, (b, M, V) in
+        fp32 (a 50k-way softmax in bf16 is coarse); excluded special tokens get probability 0."""
+        logits = self.lm_head(memory).float()
+        if self.write_excluded_ids.numel():
+            logits = logits.index_fill(-1, self.write_excluded_ids, float("-inf"))
+        return torch.softmax(logits, dim=-1)
+
     def scale_written(self, memory: torch.Tensor) -> torch.Tensor:
         """The memory the next segment reads, from the write positions' last hidden state (b, M, D).
 
@@ -219,14 +227,10 @@ class MemoryCell(nn.Module):
         if self.memory_norm is None:
             return memory
         if self.memory_norm == "soft_token":
-            # The softmax in fp32 (a 50k-way normalisation in bf16 is coarse); the mixture in the
-            # embeddings' dtype, so the vocabulary-sized table is never copied. A convex
+            # The mixture in the embeddings' dtype, so the vocabulary-sized table is never copied. A convex
             # combination of embedding rows has the tokens' scale by construction.
             embeddings = self.base.get_input_embeddings().weight
-            logits = self.lm_head(memory).float()
-            if self.write_excluded_ids.numel():
-                logits = logits.index_fill(-1, self.write_excluded_ids, float("-inf"))
-            weights = torch.softmax(logits, dim=-1).to(embeddings.dtype)
+            weights = self.write_distribution(memory).to(embeddings.dtype)
             return (weights @ embeddings).to(memory.dtype)
         rms = memory.float().pow(2).mean(-1, keepdim=True).add(1e-12).sqrt()
         return (memory.float() * (self.write_rms / rms)).to(memory.dtype)
