@@ -48,11 +48,7 @@ def write_distributions(model, input_ids: torch.Tensor, segments: int) -> torch.
     size = model.config.segment_size
     memory = model.initial_memory(1)
     for index in range(segments - 1):
-        segment = input_ids[:, index * size : (index + 1) * size]
-        embeds, _, positions = cell.embed(memory, segment, None, write=True)
-        hidden = cell.causal_lm.get_decoder()(inputs_embeds=embeds, position_ids=positions,
-                                              use_cache=False).last_hidden_state
-        written = hidden[:, cell.prefix + segment.shape[1] :]
+        _, written = cell.hidden_states(memory, input_ids[:, index * size : (index + 1) * size])
         probabilities = cell.write_distribution(written)[0]
         memory = cell.scale_written(written)
     return probabilities
@@ -67,6 +63,7 @@ def last_place(context: str) -> str:
 def measure(adapter: str, segments: int, samples: int) -> dict:
     from rmt_scale.data import babilong_dataset
     from rmt_scale.evaluation.models import load_eval_model
+    from rmt_scale.training.data import ANSWER_TOKENS
 
     loaded = load_eval_model(adapter, dtype="float32", device="cpu")
     model, tokenizer = loaded.model.eval(), loaded.tokenizer
@@ -74,7 +71,7 @@ def measure(adapter: str, segments: int, samples: int) -> dict:
         raise SystemExit(f"error: {adapter} is not an adapter that writes soft tokens (rmt.memory_norm: "
                          "soft_token); memory-writes reads soft-token memories only")
     size = model.config.segment_size
-    data = babilong_dataset("qa1", segments * size - 16, samples, tokenizer, seed=13, babi_dir=BABI_DIR,
+    data = babilong_dataset("qa1", segments * size - ANSWER_TOKENS, samples, tokenizer, seed=13, babi_dir=BABI_DIR,
                             noise_files=[str(HELD_OUT_BOOK)], split="validation", min_fact_gap=size)
     places = torch.tensor(place_token_ids(tokenizer))
     entropy, place_share, answer_first, last_first, tops = [], [], 0, 0, []

@@ -196,8 +196,15 @@ class MemoryCell(nn.Module):
 
         Returns:
             `(token_hidden (b, l, D), new_memory (b, M, D))`: last-layer hidden states of the
-            segment tokens, and of the write-memory positions.
+            segment tokens, and the memory the next segment reads (see `scale_written`).
         """
+        token_hidden, write_hidden = self.hidden_states(memory, input_ids, token_mask)
+        return token_hidden, self.scale_written(write_hidden)
+
+    def hidden_states(self, memory: torch.Tensor, input_ids: torch.Tensor,
+                      token_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` up to the write: last-layer states of the segment tokens (b, l, D) and of
+        the write positions (b, M, D), before `scale_written` turns the latter into memory."""
         inputs_embeds, attention_mask, positions = self.embed(memory, input_ids, token_mask, write=True)
         hidden = self.causal_lm.get_decoder()(
             inputs_embeds=inputs_embeds,
@@ -206,7 +213,7 @@ class MemoryCell(nn.Module):
             use_cache=False,
         ).last_hidden_state
         m, length = self.prefix, input_ids.shape[1]
-        return hidden[:, m : m + length], self.scale_written(hidden[:, m + length :])
+        return hidden[:, m : m + length], hidden[:, m + length :]
 
     def write_distribution(self, memory: torch.Tensor) -> torch.Tensor:
         """The soft-token write's next-token distribution at each write position, (b, M, V) in

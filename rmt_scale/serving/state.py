@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from rmt_scale.config import RMTConfig
 from rmt_scale.errors import MemoryStateError
 from rmt_scale.model.memory import unwrap_causal_lm
 from rmt_scale.model.memory_state import MemoryState
@@ -45,9 +46,9 @@ FINGERPRINT_SAMPLES = 4096
 # The settings that change what reading computes; the others (bptt_depth, checkpointing,
 # memory_init_std) only matter in training, and the trained memory itself is hashed in full.
 READING_FIELDS = ("num_mem_tokens", "segment_size", "memory_norm")
-# Settings added later, with the value they had before: part of the identity only when set to
-# another, so states saved before they existed stay valid.
-OPTIONAL_READING_FIELDS = {"sink_token": None, "write_inputs": "read", "write_exclude_special": False}
+# Settings added later: part of the identity only when set to other than their default (what they
+# were, in effect, before they existed), so states saved earlier stay valid.
+OPTIONAL_READING_FIELDS = ("sink_token", "write_inputs", "write_exclude_special")
 
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -103,8 +104,9 @@ class ModelIdentity:
     def of(cls, model, tokenizer=None) -> ModelIdentity:
         """The identity of a RecurrentMemoryModel (and the tokenizer its text goes through)."""
         settings = {name: getattr(model.config, name) for name in READING_FIELDS}
-        settings |= {name: getattr(model.config, name) for name, unset in OPTIONAL_READING_FIELDS.items()
-                     if getattr(model.config, name) != unset}
+        defaults = {setting.name: setting.default for setting in fields(RMTConfig)}
+        settings |= {name: getattr(model.config, name) for name in OPTIONAL_READING_FIELDS
+                     if getattr(model.config, name) != defaults[name]}
         adapter = {}
         if hasattr(model.base, "peft_config"):
             from peft import get_peft_model_state_dict
