@@ -167,4 +167,7 @@ class RMTConfig:
             raise ConfigError(f"{path}: not valid JSON ({err}); re-export the adapter") from err
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a JSON object of RMT settings")
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except ConfigError as err:  # name the file: an adapter's settings, edited or damaged
+            raise ConfigError(f"{path}: {err}") from None

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rmt_scale import RecurrentMemoryModel, RMTConfig
-from rmt_scale.errors import ConfigError
+from rmt_scale.errors import AdapterError, ConfigError
 from rmt_scale.model.memory import special_token_ids
 from tests.tiny_models import tiny_causal_lm
 
@@ -92,3 +92,8 @@ def test_write_options_are_checked_and_saved(tmp_path):
     assert loaded.config.write_inputs == "initial" and loaded.config.write_exclude_special
     ids = torch.randint(4, 64, (1, 3 * S))
     torch.testing.assert_close(loaded(ids, labels=ids).loss, model(ids, labels=ids).loss)
+    # A saved setting that does not validate is an error naming the adapter's file.
+    config_file = tmp_path / "adapter" / "rmt_config.json"
+    config_file.write_text(config_file.read_text().replace('"initial"', '"queries"'))
+    with pytest.raises(AdapterError, match=r"rmt_config\.json: write_inputs must be one of"):
+        RecurrentMemoryModel.from_pretrained(tmp_path / "adapter", base=tiny_causal_lm("llama"))
