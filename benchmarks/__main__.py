@@ -100,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from rmt_scale.errors import RMTScaleError
+
     try:
         sys.exit(main())
+    except RMTScaleError as err:  # a model or data path the benchmark cannot use: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         # Finished runs are already in the results file (written atomically); the doc is untouched.
         print("interrupted; run the same command again to resume from the recorded runs", file=sys.stderr)

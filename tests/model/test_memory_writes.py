@@ -3,11 +3,14 @@ and it finds the last place a qa1 story names."""
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from benchmarks.memory_writes import last_place, write_distributions
 from rmt_scale import RecurrentMemoryModel, RMTConfig
 from tests.tiny_models import tiny_causal_lm
+from tests.training.helpers import REPO, run
 
 M, S = 3, 8
 
@@ -34,3 +37,12 @@ def test_last_place_is_the_last_fact_not_the_last_mention():
                "Tom hid in the garden.\nQuestion: Where is Mary?\nAnswer:")
     assert last_place(context) == "office"
     assert last_place("No facts here.") == ""
+
+
+def test_an_adapter_that_is_not_there_is_one_line_and_no_traceback(tmp_path):
+    doc = tmp_path / "results.md"
+    code, output = run([sys.executable, "-m", "benchmarks", "memory-writes", "--adapter", str(tmp_path / "none"),
+                        "--doc", str(doc)], REPO)
+    assert code == 2
+    assert f"error: model {tmp_path / 'none'}: no such directory" in output
+    assert "Traceback" not in output and not doc.exists()
