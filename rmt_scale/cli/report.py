@@ -14,9 +14,10 @@ def register(subparsers) -> None:
         "    --baseline runs/quickstart/eval_full --out runs/quickstart",
     )
     parser.add_argument("--train", required=True, help="training output directory (has metrics.jsonl)")
-    parser.add_argument("--eval", required=True, help="`rmt-scale eval` output of the memory model")
-    parser.add_argument("--baseline", default=None,
-                        help="`rmt-scale eval` output of the full-attention baseline (default: none)")
+    parser.add_argument("--eval", required=True, nargs="+", metavar="DIR",
+                        help="`rmt-scale eval` output(s) of the memory model; several are merged cell by cell")
+    parser.add_argument("--baseline", default=None, nargs="+", metavar="DIR",
+                        help="`rmt-scale eval` output(s) of the full-attention baseline (default: none)")
     parser.add_argument("--out", default=None,
                         help="where report.md and its PNGs go (default: the folder holding --train)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")

@@ -5,6 +5,8 @@
 
 writes `report.md`, `accuracy_rmt_vs_full.png` (one heatmap row per task and model) and
 `loss_curves.png` (training and validation loss against step, curriculum stages marked).
+`--eval` and `--baseline` each take one or more evaluation directories, whose cells are merged:
+long lengths are often evaluated apart, with fewer samples.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rmt_scale.errors import InputError
+from rmt_scale.data.babilong import parse_length
+from rmt_scale.errors import DataError, InputError
 from rmt_scale.evaluation.accuracy import RESULTS_JSON
 from rmt_scale.evaluation.plots import plot_accuracy_heatmap, plot_loss_curves
 from rmt_scale.evaluation.tables import markdown_table
@@ -62,16 +65,57 @@ def accuracy_grid(results: dict) -> dict[tuple[str, str], float]:
     return {(cell["task"], cell["length"]): cell["accuracy"] for cell in results["results"]}
 
 
-def write_run_report(train_dir: str | Path, eval_dir: str | Path, baseline_dir: str | Path | None,
+def merge_results(eval_dirs: list[Path]) -> dict:
+    """The cells of several evaluation directories as one results dict (settings: the tasks and
+    lengths in order, and the samples of each cell); a cell in two directories is an error."""
+    tasks, lengths, cells, samples, origin = [], [], [], {}, {}
+    for eval_dir in eval_dirs:
+        results = read_results(eval_dir)
+        settings = results["settings"]
+        tasks += [t for t in settings.get("tasks", []) if t not in tasks]
+        lengths += [n for n in settings.get("lengths", []) if n not in lengths]
+        for cell in results["results"]:
+            key = (cell["task"], cell["length"])
+            if key in origin:
+                raise InputError(f"{key[0]} at {key[1]} is in both {origin[key]} and {eval_dir}; "
+                                 "pass each evaluation cell once")
+            origin[key] = eval_dir
+            cells.append(cell)
+            samples[cell["length"]] = cell.get("samples", settings.get("samples", "?"))
+    try:
+        lengths.sort(key=parse_length)
+    except DataError:  # lengths the evaluation wrote are parseable; keep hand-made ones as given
+        pass
+    samples = {length: samples[length] for length in lengths if length in samples}
+    return {"settings": {"tasks": tasks, "lengths": lengths, "samples": samples}, "results": cells}
+
+
+def samples_sentence(samples: dict[str, object]) -> str:
+    counts = set(map(str, samples.values()))
+    if len(counts) == 1:
+        return f"{counts.pop()} samples per cell"
+    return "samples per cell: " + ", ".join(f"{count} at {length}" for length, count in samples.items())
+
+
+def as_paths(dirs: str | Path | list | None) -> list[Path]:
+    return [Path(d) for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs or [])]
+
+
+def quoted(paths: list[Path]) -> str:
+    return ", ".join(f"`{p}`" for p in paths)
+
+
+def write_run_report(train_dir: str | Path, eval_dirs: str | Path | list, baseline_dirs: str | Path | list | None,
                      out_dir: str | Path) -> Path:
     """Write `report.md`, the accuracy heatmap and the loss curves into `out_dir`; returns the
-    report's path."""
-    train_dir, eval_dir, out_dir = Path(train_dir), Path(eval_dir), Path(out_dir)
+    report's path. `eval_dirs` and `baseline_dirs`: one evaluation directory or a list of them."""
+    eval_list, baseline_list = as_paths(eval_dirs), as_paths(baseline_dirs)
+    train_dir, out_dir = Path(train_dir), Path(out_dir)
     records = read_metrics(train_dir)
     trains = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
-    rmt = read_results(eval_dir)
-    full = read_results(Path(baseline_dir)) if baseline_dir else None
+    rmt = merge_results(eval_list)
+    full = merge_results(baseline_list) if baseline_list else None
     tasks, lengths = rmt["settings"]["tasks"], rmt["settings"]["lengths"]
     rows, names, grid = [], [], []
     for label, results in (("RMT (memory)", rmt), ("full attention", full)):
@@ -100,15 +144,14 @@ def write_run_report(train_dir: str | Path, eval_dir: str | Path, baseline_dir: 
     if trains:
         mean = sum(m.get("tokens_per_s", 0.0) for m in trains) / len(trains)
         throughput = f"Mean training throughput: {mean:,.0f} tokens/s over {trains[-1]['step']} steps.\n"
-    samples = rmt["settings"].get("samples", "?")
     text = f"""# Run report
 
-Training: `{train_dir}` · evaluation with memory: `{eval_dir}`""" + (
-        f" · full-attention baseline: `{baseline_dir}`" if baseline_dir else "") + f"""
+Training: `{train_dir}` · evaluation with memory: {quoted(eval_list)}""" + (
+        f" · full-attention baseline: {quoted(baseline_list)}" if baseline_list else "") + f"""
 
 ## Accuracy against context length
 
-{samples} samples per cell; BABILong scoring (see docs/evaluation.md). Full attention truncates the
+{samples_sentence(rmt["settings"]["samples"])}; BABILong scoring (see docs/evaluation.md). Full attention truncates the
 context to what the base model can take; the memory model reads all of it segment by segment.
 
 ![accuracy]({heatmap.name})

@@ -88,3 +88,37 @@ def test_an_earlier_report_is_replaced_only_with_overwrite(tmp_path, capsys):
     assert not (tmp_path / "run" / LOSS_PNG).exists()
     assert main(["report", "--train", str(train), "--eval", str(evaluation), "--overwrite"]) == 0
     assert "# Run report" in report.read_text()
+
+
+def write_eval(path, lengths, samples, accuracy):
+    path.mkdir(parents=True)
+    results = {"settings": {"tasks": ["qa1"], "lengths": lengths, "samples": samples},
+               "results": [{"task": "qa1", "length": n, "samples": samples, "accuracy": accuracy} for n in lengths]}
+    (path / "results.json").write_text(json.dumps(results))
+    return str(path)
+
+
+def test_several_evaluations_are_merged_cell_by_cell(tmp_path):
+    train, _ = write_run(tmp_path / "run", two_stages())
+    short = write_eval(tmp_path / "short", ["256", "8k"], 48, 0.75)
+    long = write_eval(tmp_path / "long", ["16k", "2k"], 24, 0.25)
+    base = write_eval(tmp_path / "base", ["2k"], 48, 0.0)
+    out = tmp_path / "out"
+    assert main(["report", "--train", str(train), "--eval", long, short, "--baseline", base, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    # Lengths in token order whichever directory held them; a cell no evaluation has is "-".
+    assert "| task | model | 256 | 2k | 8k | 16k |" in text
+    assert "| qa1 | RMT (memory) | 75 | 25 | 75 | 25 |" in text
+    assert "| qa1 | full attention | - | 0 | - | - |" in text
+    assert "samples per cell: 48 at 256, 24 at 2k, 48 at 8k, 24 at 16k" in text
+
+
+def test_a_cell_in_two_evaluations_is_a_one_line_error(tmp_path, capsys):
+    train, _ = write_run(tmp_path / "run", two_stages())
+    first = write_eval(tmp_path / "first", ["2k"], 48, 0.5)
+    second = write_eval(tmp_path / "second", ["2k", "4k"], 24, 0.25)
+    out = tmp_path / "out"
+    assert main(["report", "--train", str(train), "--eval", first, second, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "qa1 at 2k is in both" in err and "pass each evaluation cell once" in err
+    assert not out.exists()
