@@ -100,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rmt_scale.errors import RMTScaleError
+    from rmt_scale.errors import RMTScaleError, first_line
 
     try:
         sys.exit(main())
     except RMTScaleError as err:  # a model or data path the benchmark cannot use: one line, no traceback
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {first_line(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         # Finished runs are already in the results file (written atomically); the doc is untouched.
