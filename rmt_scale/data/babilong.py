@@ -122,6 +122,9 @@ class BabilongSample:
         target_tokens: The requested prompt length in tokens (0 = facts only).
         num_tokens: Estimated tokens of :func:`format_prompt` (see :class:`TokenCounter`).
         num_noise_sentences: Noise sentences in ``context``.
+        extra_qa: Further (question, answer) pairs asked after the answer, each in the format of
+            the first (:func:`format_prompt` with an empty context, then :func:`format_target`);
+            training only (see :func:`every_person_questions`).
     """
 
     task: str
@@ -131,6 +134,7 @@ class BabilongSample:
     target_tokens: int
     num_tokens: int
     num_noise_sentences: int
+    extra_qa: tuple[tuple[str, str], ...] = ()
 
     @property
     def prompt(self) -> str:
@@ -187,6 +191,7 @@ def build_babilong_sample(
     counter: TokenCounter,
     rng: random.Random,
     min_fact_gap: int = 0,
+    extra_qa: Sequence[tuple[str, str]] = (),
 ) -> BabilongSample:
     """Hide a bAbI sample's facts in noise up to a prompt length in tokens.
 
@@ -207,10 +212,14 @@ def build_babilong_sample(
             answer from its memory. Facts then land only in the gaps that leave enough noise
             after them; if no gap does (the length is too short for it), all facts come first,
             as far from the question as the length allows. 0: facts land anywhere.
+        extra_qa: (question, answer) pairs asked after the sample's answer; their tokens count
+            in ``length`` and in ``min_fact_gap``, like the question's.
     """
     target = parse_length(length)
     facts = list(sample.facts)
-    overhead = counter.count([format_prompt("", sample.question)])[0]
+    tail = [format_prompt("", sample.question)]
+    tail += [format_prompt("", q) + format_target(a) for q, a in extra_qa]
+    overhead = sum(counter.count(tail))
     fact_tokens = sum(counter.count(facts)) + counter.join_cost * len(facts)
     budget = target - overhead - fact_tokens
     noise_sentences: list[str] = []
@@ -237,7 +246,36 @@ def build_babilong_sample(
         target_tokens=target,
         num_tokens=round(overhead + fact_tokens + noise_tokens),
         num_noise_sentences=len(noise_sentences),
+        extra_qa=tuple(extra_qa),
     )
+
+
+# A qa1 statement: "<person> <verb> to the <place>." (bAbI's five movement verbs).
+_QA1_MOVE_RE = re.compile(r"(\w+) (?:went back|moved|went|journeyed|travelled) to the (\w+)\.")
+
+
+def every_person_questions(sample: BabiSample, rng: random.Random) -> list[tuple[str, str]]:
+    """qa1: "Where is <person>?" for every other person the facts move, with where they are now.
+
+    Asked after the sample's own question in training, these make every person's latest place
+    count: bAbI's question is about the last person moved in 45% of qa1 samples, so a memory that
+    keeps only the latest place already scores about half (docs/results.md). In random order.
+
+    Raises:
+        DataError: If the sample is not qa1 or a fact is not a qa1 move.
+    """
+    if sample.task != "qa1":
+        raise DataError(f"questions about every person are for qa1, not {sample.task}")
+    places: dict[str, str] = {}
+    for fact in sample.facts:
+        match = _QA1_MOVE_RE.fullmatch(fact)
+        if match is None:
+            raise DataError(f"not a qa1 move ('<person> went to the <place>.'): {fact!r}")
+        places[match.group(1)] = match.group(2)
+    asked = sample.question.removeprefix("Where is ").removesuffix("?")
+    pairs = [(f"Where is {person}?", place) for person, place in places.items() if person != asked]
+    rng.shuffle(pairs)
+    return pairs
 
 
 def sample_rng(seed: int | str, index: int) -> random.Random:

@@ -10,6 +10,8 @@ Columns of the result:
 
 * ``input_ids``: prompt + answer + EOS (the tokenizer's special tokens, e.g. BOS, on the prompt).
 * ``labels``: -100 on the prompt, the answer and EOS token ids after it.
+  With ``every_person`` (training), further questions and answers come between the answer and
+  EOS; their answers carry labels too.
 * ``prompt_length``: tokens of the prompt; generate from ``input_ids[:prompt_length]``.
 * ``task``, ``question``, ``answer``: for scoring (see :func:`rmt_scale.data.task_labels`).
 * ``target_tokens``: the requested length in tokens.
@@ -31,6 +33,7 @@ from rmt_scale.data.babilong import (
     TARGET_TEMPLATE,
     TokenCounter,
     build_babilong_sample,
+    every_person_questions,
     format_prompt,
     format_target,
     parse_length,
@@ -45,14 +48,18 @@ from rmt_scale.model.segments import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-"""Label of tokens that carry no loss (the Hugging Face convention)."""
-
 _TEXT_FEATURES = datasets.Features({
     "task": datasets.Value("string"),
     "context": datasets.Value("string"),
     "question": datasets.Value("string"),
     "answer": datasets.Value("string"),
     "target_tokens": datasets.Value("int64"),
+})
+# With every_person: the questions asked after the answer, and their answers.
+_EXTRA_QA_FEATURES = datasets.Features({
+    **_TEXT_FEATURES,
+    "extra_questions": datasets.Sequence(datasets.Value("string")),
+    "extra_answers": datasets.Sequence(datasets.Value("string")),
 })
 
 
@@ -103,14 +110,23 @@ def _generate_text_samples(
     noise: NoiseSource,
     tokenizer: Any,
     min_fact_gap: int = 0,
+    every_person: bool = False,
 ):
     """Generator for ``Dataset.from_generator``: one text record per BABILong sample."""
     counter = TokenCounter(tokenizer)
     for index, sample_index in enumerate(_select(samples, num_samples, seed)):
-        built = build_babilong_sample(samples[sample_index], target, noise, counter,
-                                      sample_rng(seed, index), min_fact_gap)
-        yield {"task": built.task, "context": built.context, "question": built.question,
-               "answer": built.answer, "target_tokens": built.target_tokens}
+        sample = samples[sample_index]
+        # Its own generator, so that the noise and fact positions match those without the option.
+        extra = (every_person_questions(sample, random.Random(f"{seed}/{index}/people"))
+                 if every_person else [])
+        built = build_babilong_sample(sample, target, noise, counter, sample_rng(seed, index),
+                                      min_fact_gap, extra)
+        record = {"task": built.task, "context": built.context, "question": built.question,
+                  "answer": built.answer, "target_tokens": built.target_tokens}
+        if every_person:
+            record["extra_questions"] = [q for q, _ in built.extra_qa]
+            record["extra_answers"] = [a for _, a in built.extra_qa]
+        yield record
 
 
 def _tokenize(batch: dict[str, list], tokenizer: Any) -> dict[str, list]:
@@ -121,12 +137,28 @@ def _tokenize(batch: dict[str, list], tokenizer: Any) -> dict[str, list]:
     prompt_ids = tokenizer(prompts, verbose=False)["input_ids"]
     target_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    extras = _tokenize_extra_qa(batch, tokenizer) if "extra_questions" in batch else None
     out: dict[str, list] = {"input_ids": [], "labels": [], "prompt_length": []}
-    for prompt, target in zip(prompt_ids, target_ids, strict=True):
-        out["input_ids"].append(prompt + target + eos)
-        out["labels"].append([IGNORE_INDEX] * len(prompt) + target + eos)
+    for index, (prompt, target) in enumerate(zip(prompt_ids, target_ids, strict=True)):
+        input_ids = prompt + target
+        labels = [IGNORE_INDEX] * len(prompt) + target
+        for question, answer in extras[index] if extras else ():
+            input_ids += question + answer
+            labels += [IGNORE_INDEX] * len(question) + answer
+        out["input_ids"].append(input_ids + eos)
+        out["labels"].append(labels + eos)
         out["prompt_length"].append(len(prompt))
     return out
+
+
+def _tokenize_extra_qa(batch: dict[str, list], tokenizer: Any) -> list[list[tuple[list, list]]]:
+    """Per record, the (question ids, answer ids) of its extra questions, in order."""
+    def ids(texts: list[str]) -> Any:
+        return iter(tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else ())
+
+    question_ids = ids([format_prompt("", q) for qs in batch["extra_questions"] for q in qs])
+    answer_ids = ids([format_target(a) for answers in batch["extra_answers"] for a in answers])
+    return [[(next(question_ids), next(answer_ids)) for _ in qs] for qs in batch["extra_questions"]]
 
 
 def _babi_stamps(task: str, babi_dir: str | Path) -> list[list[Any]]:
@@ -150,6 +182,7 @@ def babilong_dataset(
     split_seed: int = 0,
     keep_context: bool = False,
     min_fact_gap: int = 0,
+    every_person: bool = False,
 ) -> datasets.Dataset:
     """A tokenised BABILong-style dataset for one task and length.
 
@@ -172,6 +205,9 @@ def babilong_dataset(
         keep_context: Keep the ``context`` text column (large for long lengths).
         min_fact_gap: Tokens of prompt that follow the last fact at least (see
             :func:`rmt_scale.data.build_babilong_sample`); 0 places facts anywhere.
+        every_person: qa1 only, for training: after the answer, ask where every other person of
+            the story is (:func:`rmt_scale.data.babilong.every_person_questions`), with labels on
+            those answers too.
 
     Raises:
         DataError: For an unknown task, split or length, a missing or malformed file, or a task
@@ -181,6 +217,8 @@ def babilong_dataset(
     target = parse_length(length)
     if babi_dir is None and hf_name is None:
         require_generator(task)
+    if every_person and task != "qa1":
+        raise DataError(f"questions about every person are for qa1, not {task}")
     babi_dir = None if babi_dir is None else str(babi_dir)
     noise_files = None if not noise_files else [str(p) for p in noise_files]
     # Loaded here rather than in the generator so that a bad file raises DataError itself, not
@@ -196,6 +234,7 @@ def babilong_dataset(
         templates=[PROMPT_TEMPLATE, TARGET_TEMPLATE],
         # Only when set, so that the datasets cached before the option existed stay valid.
         **({"min_fact_gap": min_fact_gap} if min_fact_gap else {}),
+        **({"every_person": True} if every_person else {}),
     )
     if not samples:
         raise DataError(f"no {task} samples for split {split!r}")
@@ -205,14 +244,14 @@ def babilong_dataset(
     noise = load_noise(noise_files)
     text = datasets.Dataset.from_generator(
         _generate_text_samples,
-        features=_TEXT_FEATURES,
+        features=_EXTRA_QA_FEATURES if every_person else _TEXT_FEATURES,
         cache_dir=None if cache_dir is None else str(cache_dir),
         fingerprint=key,
         # A tuple, not a list: `datasets` shards list-valued gen_kwargs into one generator call
         # per element.
         gen_kwargs={"samples": tuple(samples), "target": target, "num_samples": num_samples,
                     "seed": seed, "noise": noise, "tokenizer": tokenizer,
-                    "min_fact_gap": min_fact_gap},
+                    "min_fact_gap": min_fact_gap, "every_person": every_person},
     )
     # Long samples are large; smaller batches bound the memory of one map step.
     batch_size = max(1, min(1000, (1 << 22) // max(target, 1)))

@@ -142,5 +142,6 @@ def build_dataset(config: TrainConfig, num_segments: int, split: str, vocab_size
         split=babilong.split if split == "train" else babilong.valid_split,
         hf_name=babilong.hf_name,
         min_fact_gap=segment_size if babilong.facts_before_last_segment else 0,
+        every_person=babilong.ask_every_person,
     )
     return dataset.select_columns(["input_ids", "labels"])

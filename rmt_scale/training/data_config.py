@@ -161,6 +161,11 @@ class BabilongDataConfig:
             before the question (training and validation samples), so that no fact shares the
             last segment with the question and every answer has to come through the memory.
             Evaluation (`rmt-scale eval`) is unchanged: facts anywhere, as in BABILong.
+        ask_every_person: qa1 only: after the answer, training and validation samples also ask
+            where every other person of the story is, with a loss on those answers, so that
+            the memory has to keep each person's place, not only the latest move. Validation
+            loss and accuracy then cover every answer; `rmt-scale eval` is unchanged (one
+            question, as in BABILong).
     """
 
     task: str = "qa1"
@@ -171,6 +176,11 @@ class BabilongDataConfig:
     split: str = "train"
     valid_split: str = "validation"
     facts_before_last_segment: bool = False
+    ask_every_person: bool = False
+
+    def __post_init__(self) -> None:
+        _check(not self.ask_every_person or self.task == "qa1",
+               f"data.babilong.ask_every_person is for task qa1, not {self.task}: turn it off")
 
 
 @dataclass

@@ -13,6 +13,7 @@ from rmt_scale.data import (
     FillerNoise,
     TokenCounter,
     build_babilong_sample,
+    every_person_questions,
     format_prompt,
     format_target,
     generate_babi,
@@ -160,3 +161,33 @@ def test_min_fact_gap_longer_than_the_noise_puts_the_facts_first(qa2_sample, tok
                                   random.Random(0), min_fact_gap=10_000)
     assert built.num_noise_sentences > 0
     assert built.context.startswith(" ".join(qa2_sample.facts))
+
+
+def test_every_person_questions_ask_each_other_person_where_they_moved_last() -> None:
+    sample = BabiSample("qa1", 0, ("Mary went to the kitchen.", "John moved to the garden.",
+                                   "Mary went back to the office.", "Sandra journeyed to the hallway."),
+                        "Where is John?", "garden", (2,), (1,))
+    pairs = every_person_questions(sample, random.Random(0))
+    assert sorted(pairs) == [("Where is Mary?", "office"), ("Where is Sandra?", "hallway")]
+
+
+def test_every_person_questions_are_only_for_qa1_moves(qa2_sample) -> None:
+    with pytest.raises(DataError, match="for qa1, not qa2"):
+        every_person_questions(qa2_sample, random.Random(0))
+    odd = BabiSample("qa1", 0, ("Mary picked up the apple.",), "Where is Mary?", "x", (1,), (0,))
+    with pytest.raises(DataError, match="not a qa1 move"):
+        every_person_questions(odd, random.Random(0))
+
+
+def test_extra_questions_count_in_the_length_and_the_fact_gap(tokenizer) -> None:
+    counter = TokenCounter(tokenizer)
+    for seed, sample in enumerate(generate_babi("qa1", 20, seed=4)):
+        extra = every_person_questions(sample, random.Random(seed))
+        built = build_babilong_sample(sample, 300, FillerNoise(), counter, random.Random(seed),
+                                      min_fact_gap=96, extra_qa=extra)
+        assert built.extra_qa == tuple(extra)
+        tail = "".join(format_prompt("", q) + format_target(a) for q, a in extra)
+        text = built.prompt + format_target(built.answer) + tail
+        assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= 300 + 8
+        end = text.rfind(sample.facts[-1]) + len(sample.facts[-1])
+        assert len(tokenizer(text[end:], add_special_tokens=False)["input_ids"]) >= 94

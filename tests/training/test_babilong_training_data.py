@@ -7,6 +7,7 @@ import re
 import pytest
 
 from rmt_scale.data import generate_babi
+from rmt_scale.errors import ConfigError
 from rmt_scale.training.config import load_train_config
 from rmt_scale.training.data import build_dataset
 from tests.bpe import byte_level_bpe
@@ -41,3 +42,36 @@ def test_facts_before_last_segment(tokenizer):
     # The check can see facts: without the option many samples have one in the last segment.
     hits, _ = samples_with_a_fact_in_the_last_segment(False, tokenizer, num_segments=4)
     assert hits > 10
+
+
+QUESTION = re.compile(r"Question: Where is (\w+)\?\nAnswer: (\w+)")
+MOVE = re.compile(r"(Mary|John|Daniel|Sandra) (?:went back|moved|went|journeyed|travelled) to the (\w+)\.")
+
+
+def test_ask_every_person_asks_where_everyone_is_with_a_loss_on_each_answer(tokenizer):
+    config = load_train_config(TINY, ["data.kind=babilong", "data.num_samples=40",
+                                      f"rmt.segment_size={SEGMENT}",
+                                      "data.babilong.facts_before_last_segment=true",
+                                      "data.babilong.ask_every_person=true"])
+    rows = build_dataset(config, 4, "train", len(tokenizer), tokenizer=tokenizer)
+    several = 0
+    for row in rows:
+        assert len(row["input_ids"]) <= 4 * SEGMENT
+        text = tokenizer.decode(row["input_ids"])
+        context = text.split("\nQuestion:")[0]
+        places = dict(MOVE.findall(context))
+        asked = QUESTION.findall(text)
+        # Every person the story moves is asked about once, with their latest place.
+        assert sorted(person for person, _ in asked) == sorted(places)
+        assert all(places[person] == place for person, place in asked)
+        labelled = tokenizer.decode([t for t in row["labels"] if t != -100])
+        assert labelled == "".join(f" {place}" for _, place in asked) + "<eos>"
+        assert not PERSON.search(tokenizer.decode(row["input_ids"][-SEGMENT:]).split("Question:")[0])
+        several += len(asked) > 1
+    assert several > 20
+
+
+def test_ask_every_person_is_for_qa1():
+    with pytest.raises(ConfigError, match="ask_every_person is for task qa1, not qa2"):
+        load_train_config(TINY, ["data.kind=babilong", "data.babilong.task=qa2",
+                                 "data.babilong.ask_every_person=true"])
