@@ -17,8 +17,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="adapter directory to write")
     parser.add_argument("--base", default=None,
                         help="base checkpoint directory (default: the one the training config names)")
-    parser.add_argument("--eval-results", default=None,
-                        help="results.json of `rmt-scale eval` for the model card (default: RUN_DIR/eval/results.json)")
+    parser.add_argument("--eval-results", default=None, nargs="+", metavar="FILE",
+                        help="results.json of `rmt-scale eval` for the model card; several (one model at other "
+                             "lengths) are merged into one table (default: RUN_DIR/eval/results.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--no-tokenizer", action="store_true",
                         help="leave the tokenizer out: the adapter then loads its base's (a smaller adapter to ship)")
@@ -50,7 +51,7 @@ def _check_out(out: str, overwrite: bool, inputs) -> None:
 def _export(args) -> int:
     from rmt_scale.export.adapter import export_checkpoint
 
-    _check_out(args.out, args.overwrite, [args.checkpoint, args.base, args.eval_results])
+    _check_out(args.out, args.overwrite, [args.checkpoint, args.base, *(args.eval_results or [])])
     checkpoint = export_checkpoint(args.checkpoint, args.out, base_path=args.base,
                                    eval_results=args.eval_results, trust_remote_code=args.trust_remote_code,
                                    include_tokenizer=not args.no_tokenizer)

@@ -11,13 +11,10 @@ long lengths are often evaluated apart, with fewer samples.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from rmt_scale.data.babilong import parse_length
-from rmt_scale.errors import DataError, InputError
-from rmt_scale.evaluation.accuracy import RESULTS_JSON
 from rmt_scale.evaluation.plots import plot_accuracy_heatmap, plot_loss_curves
+from rmt_scale.evaluation.results_files import merge_results, samples_sentence
 from rmt_scale.evaluation.tables import markdown_table
 from rmt_scale.training.metrics import read_metrics
 
@@ -25,20 +22,6 @@ REPORT_MD = "report.md"
 COMPARISON_PNG = "accuracy_rmt_vs_full.png"
 LOSS_PNG = "loss_curves.png"
 OUTPUT_FILES = (REPORT_MD, COMPARISON_PNG, LOSS_PNG)
-
-
-def read_results(eval_dir: Path) -> dict:
-    """The results.json of an `rmt-scale eval` output directory."""
-    path = eval_dir / RESULTS_JSON
-    if not path.is_file():
-        raise InputError(f"{path}: missing; run `rmt-scale eval --out {eval_dir}` first")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(results, dict) or not {"settings", "results"} <= results.keys():
-        raise InputError(f"{path}: not the results of `rmt-scale eval` (no settings or results)")
-    return results
 
 
 def loss_points(records: list[dict]) -> list[tuple[int, float]]:
@@ -63,38 +46,6 @@ def stage_starts(train: list[dict], evals: list[dict]) -> list[tuple[int, str]]:
 
 def accuracy_grid(results: dict) -> dict[tuple[str, str], float]:
     return {(cell["task"], cell["length"]): cell["accuracy"] for cell in results["results"]}
-
-
-def merge_results(eval_dirs: list[Path]) -> dict:
-    """The cells of several evaluation directories as one results dict (settings: the tasks and
-    lengths in order, and the samples of each cell); a cell in two directories is an error."""
-    tasks, lengths, cells, samples, origin = [], [], [], {}, {}
-    for eval_dir in eval_dirs:
-        results = read_results(eval_dir)
-        settings = results["settings"]
-        tasks += [t for t in settings.get("tasks", []) if t not in tasks]
-        lengths += [n for n in settings.get("lengths", []) if n not in lengths]
-        for cell in results["results"]:
-            key = (cell["task"], cell["length"])
-            if key in origin:
-                raise InputError(f"{key[0]} at {key[1]} is in both {origin[key]} and {eval_dir}; "
-                                 "pass each evaluation cell once")
-            origin[key] = eval_dir
-            cells.append(cell)
-            samples[cell["length"]] = cell.get("samples", settings.get("samples", "?"))
-    try:
-        lengths.sort(key=parse_length)
-    except DataError:  # lengths the evaluation wrote are parseable; keep hand-made ones as given
-        pass
-    samples = {length: samples[length] for length in lengths if length in samples}
-    return {"settings": {"tasks": tasks, "lengths": lengths, "samples": samples}, "results": cells}
-
-
-def samples_sentence(samples: dict[str, object]) -> str:
-    counts = set(map(str, samples.values()))
-    if len(counts) == 1:
-        return f"{counts.pop()} samples per cell"
-    return "samples per cell: " + ", ".join(f"{count} at {length}" for length, count in samples.items())
 
 
 def as_paths(dirs: str | Path | list | None) -> list[Path]:

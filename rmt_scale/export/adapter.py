@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from rmt_scale.errors import CheckpointError, InputError
+from rmt_scale.evaluation.results_files import accuracy_table, merge_results, samples_sentence
 from rmt_scale.model.loading import TOKENIZER_FILES, cached_model_dir
 from rmt_scale.model.outputs import refuse_to_replace
 from rmt_scale.model.saving import save_memory_model
@@ -73,7 +74,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | None = None,
-                      eval_results: str | Path | None = None, trust_remote_code: bool = False,
+                      eval_results: str | Path | list | None = None, trust_remote_code: bool = False,
                       include_tokenizer: bool = True) -> Path:
     """Write the adapter + memory of a training checkpoint to `out` (replaced atomically).
 
@@ -82,7 +83,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | 
         out: The adapter directory to write.
         base_path: The base checkpoint directory, when it is not where the training config says
             (e.g. another machine). Ignored for random bases.
-        eval_results: A results.json of `rmt-scale eval` for the model card; by default
+        eval_results: A results.json of `rmt-scale eval` for the model card, or a list of them
+            (one model's cells at other lengths, merged into one eval_results.json); by default
             RUN_DIR/eval/results.json when present.
         trust_remote_code: Run Python code shipped in the base checkpoint. The run's config.yaml
             is data like any file in a run directory, so its model.trust_remote_code is not
@@ -121,7 +123,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | 
     # with that model cached, not only where the training machine's snapshot path exists.
     base_record = BASE_DIR if (random or full) else (config.model.model_id() or str(config.model.resolved_path()))
     tokenizer_dir = tokenizer_source(config)
-    results = eval_results_file(run_directory, eval_results)
+    results = eval_results_files(run_directory, eval_results)
+    # One results.json is shipped as written (with every generated answer); several are merged.
+    evaluation = merge_results(results) if len(results) > 1 else (_read_json(results[0]) if results else None)
 
     def extra_files(tmp: Path) -> None:
         if full:  # the whole base trained: it is the base now
@@ -133,10 +137,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_path: str | 
         copied = copy_tokenizer(tokenizer_dir, tmp) if tokenizer_dir and include_tokenizer else []
         (tmp / TRAINING_CONFIG).write_text(config.to_yaml())
         shutil.copyfile(checkpoint / run_dir.TRAINER_STATE, tmp / run_dir.TRAINER_STATE)
-        evaluation = None
-        if results is not None:
-            evaluation = _read_json(results)
-            shutil.copyfile(results, tmp / EVAL_RESULTS)
+        if len(results) == 1:
+            shutil.copyfile(results[0], tmp / EVAL_RESULTS)
+        elif results:
+            (tmp / EVAL_RESULTS).write_text(json.dumps(evaluation, indent=2) + "\n")
         if copied:
             tokenizer = "included"
         elif not include_tokenizer:
@@ -199,15 +203,16 @@ def copy_tokenizer(source: Path, target: Path) -> list[str]:
     return copied
 
 
-def eval_results_file(run_dir: Path, given: str | Path | None) -> Path | None:
+def eval_results_files(run_dir: Path, given: str | Path | list | None) -> list[Path]:
     if given is not None:
-        path = Path(given).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"--eval-results {path}: no such file")
-        _read_json(path)
-        return path
+        paths = [Path(p).expanduser() for p in ([given] if isinstance(given, (str, Path)) else given)]
+        for path in paths:
+            if not path.is_file():
+                raise CheckpointError(f"--eval-results {path}: no such file")
+            _read_json(path)
+        return paths
     default = run_dir / "eval" / "results.json"
-    return default if default.is_file() else None
+    return [default] if default.is_file() else []
 
 
 def last_eval(run_directory: Path, state: dict) -> dict | None:
@@ -226,6 +231,21 @@ def _read_json(path: Path):
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: not a readable JSON file ({err})") from None
+
+
+def evaluation_lines(evaluation) -> list[str]:
+    """The card's evaluation: accuracy against length, then what was evaluated and on what data."""
+    try:
+        table = [accuracy_table(evaluation), "",
+                 samples_sentence(evaluation["settings"].get("samples", "?")) + "; every cell, and "
+                 "every generated answer where one evaluation gave them, in `eval_results.json`.", ""]
+    except (KeyError, TypeError, AttributeError):  # not the results of `rmt-scale eval`
+        table = []
+    about = {key: evaluation[key] for key in ("model", "settings") if isinstance(evaluation, dict) and key in evaluation}
+    text = json.dumps(about or evaluation, indent=2)
+    if len(text) > 20000:
+        text = text[:20000] + "\n... (truncated; full results in eval_results.json)"
+    return table + ["From `eval_results.json`:", "", "```json", text, "```"]
 
 
 # --- model card --------------------------------------------------------------------------------
@@ -251,7 +271,8 @@ def model_card(config: TrainConfig, state: dict, checkpoint: Path, base_record: 
     reached = min(int(curriculum.get("stage", 0)), len(stages))
     done = reached >= len(stages)
     rows = "\n".join(
-        f"| {i + 1} | {s.num_segments} | {f'{s.steps} steps' if s.steps else f'{s.tokens:,} tokens'} | "
+        f"| {i + 1} | {f'{s.min_segments}-{s.num_segments}' if s.vary_n_segments else s.num_segments} | "
+        f"{f'{s.steps} steps' if s.steps else f'{s.tokens:,} tokens'} | "
         f"{'done' if i < reached else ('in progress' if i == reached else 'not reached')} |"
         for i, s in enumerate(stages))
     lora = config.lora
@@ -287,10 +308,7 @@ def model_card(config: TrainConfig, state: dict, checkpoint: Path, base_record: 
         lines.append("No validation record found (metrics.jsonl).")
     lines += ["", "## Evaluation", ""]
     if evaluation is not None:
-        text = json.dumps(evaluation, indent=2)
-        if len(text) > 20000:
-            text = text[:20000] + "\n... (truncated; full results in eval_results.json)"
-        lines += ["From `eval_results.json`:", "", "```json", text, "```"]
+        lines += evaluation_lines(evaluation)
     else:
         lines.append("No evaluation results were given (`rmt-scale export --eval-results FILE`).")
     lines += ["", "## Use", "", "```python",

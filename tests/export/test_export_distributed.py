@@ -140,3 +140,33 @@ def test_one_checkpoint_and_partial_or_corrupt_ones(runs, tmp_path):
     with pytest.raises(CheckpointError, match="ranks"):  # the reader's own check, behind the manifest
         read_trainable_weights(checkpoints / "checkpoint-000002" / "deepspeed")
     assert not (tmp_path / "x").exists()
+
+
+def eval_results(path: Path, lengths: list[str], samples: int, accuracy: float, carry: bool = True) -> Path:
+    """A results.json as `rmt-scale eval` writes it (cells only; no generation needed here)."""
+    path.write_text(json.dumps({
+        "model": {"path": "runs/x/final", "kind": "memory", "base": "tiny", "rmt_config": {}, "carry_memory": carry},
+        "settings": {"tasks": ["qa1"], "lengths": lengths, "samples": samples, "seed": 0, "split": "validation"},
+        "results": [{"task": "qa1", "length": n, "samples": samples, "accuracy": accuracy} for n in lengths],
+        "predictions": []}))
+    return path
+
+
+def test_the_card_shows_the_evaluations_merged_into_one_table(runs, tmp_path):
+    short = eval_results(tmp_path / "short.json", ["64", "512"], 48, 0.75)
+    long = eval_results(tmp_path / "long.json", ["2k"], 24, 0.5)
+    code, output = cli("export", "--checkpoint", str(runs(2)), "--out", str(tmp_path / "adapter"),
+                       "--eval-results", str(long), str(short), cwd=tmp_path)
+    assert code == 0, output[-3000:]
+    shipped = json.loads((tmp_path / "adapter" / "eval_results.json").read_text())
+    assert shipped["settings"]["lengths"] == ["64", "512", "2k"]
+    assert shipped["settings"]["samples"] == {"64": 48, "512": 48, "2k": 24}
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert "| task | 64 | 512 | 2k |\n|---|---|---|---|\n| qa1 | 0.75 | 0.75 | 0.50 |" in card
+    assert "samples per cell: 48 at 64, 48 at 512, 24 at 2k" in card
+    # The last-segment-only control is another model: not merged, one line, nothing written.
+    control = eval_results(tmp_path / "control.json", ["8k"], 48, 0.2, carry=False)
+    code, output = cli("export", "--checkpoint", str(runs(2)), "--out", str(tmp_path / "adapter2"),
+                       "--eval-results", str(short), str(control), cwd=tmp_path)
+    assert code == 2 and "evaluate different models (carry_memory" in output, output[-2000:]
+    assert not (tmp_path / "adapter2").exists()
