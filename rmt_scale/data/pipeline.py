@@ -116,7 +116,7 @@ def _generate_text_samples(
     counter = TokenCounter(tokenizer)
     for index, sample_index in enumerate(_select(samples, num_samples, seed)):
         sample = samples[sample_index]
-        # Its own generator, so that the noise and fact positions match those without the option.
+        # Its own generator: the option takes no draws from the sample's (noise start, fact places).
         extra = (every_person_questions(sample, random.Random(f"{seed}/{index}/people"))
                  if every_person else [])
         built = build_babilong_sample(sample, target, noise, counter, sample_rng(seed, index),
