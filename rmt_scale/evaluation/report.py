@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmt_scale.evaluation.plots import plot_accuracy_heatmap, plot_loss_curves
-from rmt_scale.evaluation.results_files import merge_results, samples_sentence
+from rmt_scale.evaluation.results_files import accuracy_grid, merge_results, samples_sentence
 from rmt_scale.evaluation.tables import markdown_table
 from rmt_scale.training.metrics import read_metrics
 
@@ -42,10 +42,6 @@ def stage_starts(train: list[dict], evals: list[dict]) -> list[tuple[int, str]]:
             plural = "" if segments == 1 else "s"
             starts[stage] = (step, f"stage {stage + 1}" + (f": {segments} segment{plural}" if segments else ""))
     return [starts[stage] for stage in sorted(starts)]
-
-
-def accuracy_grid(results: dict) -> dict[tuple[str, str], float]:
-    return {(cell["task"], cell["length"]): cell["accuracy"] for cell in results["results"]}
 
 
 def as_paths(dirs: str | Path | list | None) -> list[Path]:

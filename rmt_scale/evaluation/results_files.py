@@ -94,10 +94,15 @@ def samples_sentence(samples: dict[str, object] | object) -> str:
     return "samples per cell: " + ", ".join(f"{count} at {length}" for length, count in samples.items())
 
 
+def accuracy_grid(results: dict) -> dict[tuple[str, str], float]:
+    """Accuracy by (task, length)."""
+    return {(cell["task"], cell["length"]): cell["accuracy"] for cell in results["results"]}
+
+
 def accuracy_table(results: dict) -> str:
     """Markdown: one row per task, accuracy at each length ("-" where not evaluated)."""
     lengths = results["settings"]["lengths"]
-    cells = {(cell["task"], cell["length"]): cell["accuracy"] for cell in results["results"]}
+    cells = accuracy_grid(results)
     rows = [[task] + ["-" if (task, n) not in cells else f"{cells[task, n]:.2f}" for n in lengths]
             for task in results["settings"]["tasks"]]
     return markdown_table(["task"] + list(lengths), rows)

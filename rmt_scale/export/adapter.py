@@ -205,11 +205,11 @@ def copy_tokenizer(source: Path, target: Path) -> list[str]:
 
 def eval_results_files(run_dir: Path, given: str | Path | list | None) -> list[Path]:
     if given is not None:
+        # Only found here: they are read (and their JSON checked) once, for the card.
         paths = [Path(p).expanduser() for p in ([given] if isinstance(given, (str, Path)) else given)]
         for path in paths:
             if not path.is_file():
                 raise CheckpointError(f"--eval-results {path}: no such file")
-            _read_json(path)
         return paths
     default = run_dir / "eval" / "results.json"
     return [default] if default.is_file() else []
