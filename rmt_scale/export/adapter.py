@@ -32,6 +32,7 @@ from rmt_scale.model.outputs import refuse_to_replace
 from rmt_scale.model.saving import save_memory_model
 from rmt_scale.training import run_dir
 from rmt_scale.training.config import TrainConfig
+from rmt_scale.training.curriculum_config import segments_range
 from rmt_scale.training.metrics import read_metrics
 from rmt_scale.training.run_dir import read_checkpoint_config
 
@@ -271,7 +272,7 @@ def model_card(config: TrainConfig, state: dict, checkpoint: Path, base_record: 
     reached = min(int(curriculum.get("stage", 0)), len(stages))
     done = reached >= len(stages)
     rows = "\n".join(
-        f"| {i + 1} | {f'{s.min_segments}-{s.num_segments}' if s.vary_n_segments else s.num_segments} | "
+        f"| {i + 1} | {segments_range(s.fewest_segments, s.num_segments)} | "
         f"{f'{s.steps} steps' if s.steps else f'{s.tokens:,} tokens'} | "
         f"{'done' if i < reached else ('in progress' if i == reached else 'not reached')} |"
         for i, s in enumerate(stages))

@@ -83,7 +83,7 @@ class Curriculum:
     def num_segments(self, state: CurriculumState) -> int:
         """Segments per sample in the current step (drawn when the stage varies them)."""
         stage = self.stage(state)
-        if not stage.vary_n_segments or stage.min_segments == stage.num_segments:
+        if stage.fewest_segments == stage.num_segments:
             return stage.num_segments
         generator = torch.Generator().manual_seed(_mix(self.seed, 7, state.stage, state.step_in_stage))
         span = stage.num_segments - stage.min_segments + 1
@@ -102,7 +102,7 @@ class Curriculum:
         stage = self.stages[stage_index]
         if stage.steps is not None:
             return stage.steps
-        mean_segments = (stage.min_segments + stage.num_segments) / 2 if stage.vary_n_segments else stage.num_segments
+        mean_segments = (stage.fewest_segments + stage.num_segments) / 2
         per_step = samples_per_step * mean_segments * self.segment_size
         return max(1, math.ceil(stage.tokens / per_step))
 

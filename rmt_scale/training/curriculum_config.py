@@ -68,6 +68,16 @@ class StageConfig:
         _check(1 <= self.min_segments <= self.num_segments,
                f"stage min_segments must be in [1, num_segments={self.num_segments}], got {self.min_segments}")
 
+    @property
+    def fewest_segments(self) -> int:
+        """The fewest segments a batch of the stage has: min_segments when it varies them."""
+        return self.min_segments if self.vary_n_segments else self.num_segments
+
+
+def segments_range(fewest: int, most: int) -> str:
+    """How plans and model cards show a stage's segments: "8", or "2-8" when they vary."""
+    return str(most) if fewest == most else f"{fewest}-{most}"
+
 
 @dataclass
 class CurriculumConfig:

@@ -24,6 +24,7 @@ from rmt_scale.training import run_dir, run_lock
 from rmt_scale.training.build import base_hidden_size
 from rmt_scale.training.config import TrainConfig
 from rmt_scale.training.curriculum import Curriculum, CurriculumState
+from rmt_scale.training.curriculum_config import segments_range
 
 # A resumed run must train what its checkpoint was trained on: these sections must match the
 # checkpoint's config.yaml (unless resume_allow_changes=true).
@@ -142,8 +143,7 @@ class RunPlan:
         lines.append(f"stages ({config.rmt.segment_size} tokens per segment; ~ marks estimates):")
         lines.append(f"  {'stage':>5}  {'segments':>8}  {'steps':>8}  {'tokens':>14}  status")
         for row in self.stages:
-            segments = str(row.num_segments) if row.min_segments == row.num_segments else \
-                f"{row.min_segments}-{row.num_segments}"
+            segments = segments_range(row.min_segments, row.num_segments)
             mark = "" if row.exact else "~"
             advance = config.curriculum.stages[row.index].advance
             note = f" (may end early: {advance.metric} {'>=' if advance.metric == 'accuracy' else '<='} " \
@@ -289,7 +289,7 @@ def stage_table(plan: RunPlan) -> list[StagePlan]:
     last_this_launch = len(curriculum) if budget is None else state.stage + budget
     rows = []
     for index, stage in enumerate(curriculum.stages):
-        low = stage.min_segments if stage.vary_n_segments else stage.num_segments
+        low = stage.fewest_segments
         steps = curriculum.stage_steps(index, plan.global_batch)
         mean_segments = (low + stage.num_segments) / 2
         tokens = stage.tokens if stage.tokens is not None else \
