@@ -254,12 +254,8 @@ def build_babilong_sample(
 _QA1_MOVE_RE = re.compile(r"(\w+) (?:went back|moved|went|journeyed|travelled) to the (\w+)\.")
 
 
-def every_person_questions(sample: BabiSample, rng: random.Random) -> list[tuple[str, str]]:
-    """qa1: "Where is <person>?" for every other person the facts move, with where they are now.
-
-    Asked after the sample's own question in training, these make every person's latest place
-    count: bAbI's question is about the last person moved in 45% of qa1 samples, so a memory that
-    keeps only the latest place already scores about half (docs/results.md). In random order.
+def qa1_places(sample: BabiSample) -> dict[str, str]:
+    """qa1: where each person the facts move is after them (their latest move).
 
     Raises:
         DataError: If the sample is not qa1 or a fact is not a qa1 move.
@@ -270,10 +266,25 @@ def every_person_questions(sample: BabiSample, rng: random.Random) -> list[tuple
     for fact in sample.facts:
         match = _QA1_MOVE_RE.fullmatch(fact)
         if match is None:
-            raise DataError(f"not a qa1 move ('<person> went to the <place>.'): {fact!r}")
+            raise DataError(f"not a qa1 move ('<person> went to the <place>.'): {fact!r}; "
+                            "questions about every person need qa1 stories of moves only")
         places[match.group(1)] = match.group(2)
+    return places
+
+
+def every_person_questions(sample: BabiSample, rng: random.Random) -> list[tuple[str, str]]:
+    """qa1: "Where is <person>?" for every other person the facts move, with where they are now.
+
+    Asked after the sample's own question in training, these make every person's latest place
+    count: bAbI's question is about the last person moved in 45% of qa1 samples, so a memory that
+    keeps only the latest place already scores about half (docs/results.md). In random order.
+
+    Raises:
+        DataError: As :func:`qa1_places`.
+    """
     asked = sample.question.removeprefix("Where is ").removesuffix("?")
-    pairs = [(f"Where is {person}?", place) for person, place in places.items() if person != asked]
+    pairs = [(f"Where is {person}?", place) for person, place in qa1_places(sample).items()
+             if person != asked]
     rng.shuffle(pairs)
     return pairs
 

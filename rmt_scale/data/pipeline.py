@@ -37,6 +37,7 @@ from rmt_scale.data.babilong import (
     format_prompt,
     format_target,
     parse_length,
+    qa1_places,
     sample_rng,
 )
 from rmt_scale.data.caching import cache_key, file_stamps, tokenizer_hash
@@ -217,8 +218,6 @@ def babilong_dataset(
     target = parse_length(length)
     if babi_dir is None and hf_name is None:
         require_generator(task)
-    if every_person and task != "qa1":
-        raise DataError(f"questions about every person are for qa1, not {task}")
     babi_dir = None if babi_dir is None else str(babi_dir)
     noise_files = None if not noise_files else [str(p) for p in noise_files]
     # Loaded here rather than in the generator so that a bad file raises DataError itself, not
@@ -238,6 +237,11 @@ def babilong_dataset(
     )
     if not samples:
         raise DataError(f"no {task} samples for split {split!r}")
+    if every_person:
+        # Checked here for the same reason: a story the generator cannot ask about would raise
+        # inside `datasets`, which hides the DataError in its own generation error.
+        for sample in samples:
+            qa1_places(sample)
     if num_samples is not None and num_samples > len(samples):
         logger.warning("%s %s: %d samples asked, %d questions exist; questions repeat with "
                        "different noise", task, split, num_samples, len(samples))

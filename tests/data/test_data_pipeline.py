@@ -125,3 +125,18 @@ def test_collator_on_babilong_rows(tokenizer, tmp_path) -> None:
     assert batch["input_ids"].shape == (4, max(lengths))
     assert batch["attention_mask"].sum(1).tolist() == lengths
     assert (batch["input_ids"][:, -1] == tokenizer.eos_token_id).all()
+
+
+def test_every_person_needs_qa1_stories_of_moves(tokenizer, tmp_path) -> None:
+    with pytest.raises(DataError, match="for qa1, not qa2"):
+        babilong_dataset("qa2", "0k", 4, tokenizer, cache_dir=tmp_path, every_person=True)
+    # A story the generator could not ask about is a DataError naming the fact, before `datasets`
+    # (which would hide it in a generation error of its own).
+    babi = tmp_path / "babi"
+    babi.mkdir()
+    (babi / "qa1_single-supporting-fact_train.txt").write_text(
+        "1 Mary went to the kitchen.\n2 Mary picked up the apple.\n3 Where is Mary? \tkitchen\t1\n")
+    with pytest.raises(DataError, match="not a qa1 move .*'Mary picked up the apple.'"):
+        babilong_dataset("qa1", 200, 4, tokenizer, cache_dir=tmp_path / "cache", babi_dir=babi,
+                         valid_fraction=0.0, every_person=True)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.arrow"))
